@@ -305,7 +305,7 @@ export class Elaborator {
     if (!def)
       return this.report(`unknown mask '${callee.name}'`, callee.span, this.suggest(callee.name, env));
     if (args.length !== def.params.length) {
-      const sig = def.params.length ? `(${def.params.map((p) => p.name).join(", ")})` : " (no parameters)";
+      const sig = def.params.length ? ` (${def.params.map((p) => p.name).join(", ")})` : " (no parameters)";
       return this.report(
         `mask '${def.name.name}' takes ${def.params.length} argument${def.params.length === 1 ? "" : "s"}${sig}, but ${args.length} ${args.length === 1 ? "was" : "were"} given`,
         span,

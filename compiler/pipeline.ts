@@ -20,9 +20,17 @@ export function compileSpec(text: string, file = "<input>"): CompileResult {
   ]);
   const parsed = parse(text, file);
   const checked = check(parsed.ast, text);
-  const diagnostics = [...parsed.diagnostics, ...checked.diagnostics].sort(
-    (a, b) => a.span.start - b.span.start,
+  // A declaration with a syntax error is incomplete: semantic complaints about it ("no head_dim")
+  // would only repeat the syntax error, so they are dropped; other declarations are still checked.
+  // Its region runs to the next declaration, since recovery may have ended it before the bad token.
+  const starts = parsed.ast.decls.map((d) => Math.min(d.span.start, d.name.span.start)).sort((a, b) => a - b);
+  const regions = starts.map((s, i) => [s, starts[i + 1] ?? Infinity] as const);
+  const broken = regions.filter(([a, b]) =>
+    parsed.diagnostics.some((e) => e.span.start >= a && e.span.start < b),
   );
+  const inBroken = (at: number) => broken.some(([a, b]) => at >= a && at < b);
+  const semantic = checked.diagnostics.filter((d) => d.span.file !== file || !inBroken(d.span.start));
+  const diagnostics = [...parsed.diagnostics, ...semantic].sort((a, b) => a.span.start - b.span.start);
   return { spec: hasErrors(diagnostics) ? undefined : checked.spec, diagnostics, sources };
 }
 

@@ -18,14 +18,15 @@ export interface ParseResult {
 const RULE_HINTS: Record<string, string> = {
   spec: "a spec is a sequence of `layout NAME { … }`, `mask NAME(params) = expr`, `kernel NAME { … }` and `model NAME { … }`",
   item: "a spec is a sequence of `layout NAME { … }`, `mask NAME(params) = expr`, `kernel NAME { … }` and `model NAME { … }`",
-  layoutDecl: "write a layout as `layout NAME { video 8 x 45 x 80  heads 24  head_dim 96  dtype bf16 }`",
+  layoutDecl:
+    "layout fields are: video F x H x W, text N [before|after], batch N, heads N, kv_heads N, head_dim N, dtype bf16|fp16|fp32 — e.g. `layout L { video 8 x 45 x 80  heads 24  head_dim 96 }`",
   layoutField:
     "layout fields are: video F x H x W, text N [before|after], batch N, heads N, kv_heads N, head_dim N, dtype bf16|fp16|fp32",
   maskDecl: "write a mask as `mask NAME(a, b) = <boolean expression over q.* and k.*>`",
   kernelDecl:
     "write a kernel as `kernel NAME { layout L  mask attention_tile(2)  block 128 x 128  targets cuda }`",
   kernelField: "kernel fields are: layout NAME, mask EXPR, block BQ x BKV, targets cuda, wgsl, cpu",
-  modelDecl: "write a model as `model NAME { layers 32  layer 0..31 use KERNEL }`",
+  modelDecl: "model fields are: layers N, steps N, layer A..B use KERNEL, step A..B layer C..D use KERNEL",
   modelField: "model fields are: layers N, steps N, layer A..B use KERNEL, step A..B layer C..D use KERNEL",
   range: "a range is `all`, `N` or `A..B` (inclusive)",
   callArgs: "arguments are expressions or shapes such as 6x8x8, separated by commas",

@@ -299,7 +299,10 @@ export class AstBuilder {
     }
     if (this.tok(n, "True")) return { kind: "bool", value: true, span };
     if (this.tok(n, "False")) return { kind: "bool", value: false, span };
-    const inner = this.sub(n, "expression") ?? this.sub(n, "ifExpr") ?? this.sub(n, "quantExpr");
+    const parenthesized = this.sub(n, "expression");
+    // A parenthesized expression spans its parentheses, so source slices of it stay balanced.
+    if (parenthesized) return { ...this.expression(parenthesized), span };
+    const inner = this.sub(n, "ifExpr") ?? this.sub(n, "quantExpr");
     if (inner) return this.expression(inner);
     const id = this.name(this.tok(n, "Identifier"));
     if (!id) return { kind: "error", span };

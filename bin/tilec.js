@@ -1,0 +1,6 @@
+#!/usr/bin/env node
+// Runs the TypeScript CLI through tsx's loader, so the package needs no build step.
+import { register } from "tsx/esm/api";
+register();
+const { main } = await import("../cli/main.ts");
+process.exitCode = main(process.argv.slice(2));

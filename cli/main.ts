@@ -1,0 +1,187 @@
+// The `tilec` command line: check, plan, emit. Exit codes: 0 ok, 1 diagnostics, 2 usage errors.
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Command, CommanderError, Option } from "commander";
+import type { KernelSpec } from "../compiler/check.ts";
+import { planKernel, type KernelPlan } from "../compiler/pipeline.ts";
+import { planAscii, planSvg } from "../compiler/planPicture.ts";
+import { describeLayout } from "../compiler/layout.ts";
+import {
+  EXIT_DIAGNOSTICS,
+  EXIT_OK,
+  EXIT_USAGE,
+  UsageError,
+  formatFlops,
+  loadSpec,
+  report,
+  table,
+} from "./load.ts";
+
+function kernelsOf(file: string, only?: string): KernelSpec[] | number {
+  const result = loadSpec(file);
+  if (report(result) || !result.spec) return EXIT_DIAGNOSTICS;
+  const all = [...result.spec.kernels.values()];
+  if (!only) return all;
+  const k = result.spec.kernels.get(only);
+  if (!k)
+    throw new UsageError(
+      `${file} has no kernel '${only}'; its kernels are: ${all.map((x) => x.name).join(", ") || "(none)"}`,
+    );
+  return [k];
+}
+
+export function planJson(p: KernelPlan, withLists = false): Record<string, unknown> {
+  const { kernel, plan, stats } = p;
+  return {
+    kernel: kernel.name,
+    layout: kernel.layout.name,
+    mask: kernel.maskSource,
+    hash: kernel.hash,
+    seqLen: plan.seqLen,
+    blockQ: plan.blockQ,
+    blockKv: plan.blockKv,
+    numQBlocks: plan.numQBlocks,
+    numKvBlocks: plan.numKvBlocks,
+    blocks: { full: plan.counts.full, partial: plan.counts.partial, empty: plan.counts.empty },
+    density: stats.density,
+    sparsity: stats.sparsity,
+    flops: stats.flops,
+    denseFlops: stats.denseFlops,
+    bytes: stats.bytes,
+    ...(withLists
+      ? {
+          full: { offsets: [...plan.full.offsets], indices: [...plan.full.indices] },
+          partial: { offsets: [...plan.partial.offsets], indices: [...plan.partial.indices] },
+        }
+      : {}),
+  };
+}
+
+function planCommand(
+  file: string,
+  opts: { kernel?: string; json?: boolean; svg?: string; ascii?: boolean },
+): number {
+  const kernels = kernelsOf(file, opts.kernel);
+  if (typeof kernels === "number") return kernels;
+  const plans = kernels.map(planKernel);
+  if (opts.svg) {
+    mkdirSync(opts.svg, { recursive: true });
+    for (const p of plans) {
+      const title = `${p.kernel.name}: ${p.kernel.maskSource} — density ${(p.stats.density * 100).toFixed(2)}%`;
+      writeFileSync(
+        join(opts.svg, `${p.kernel.name}.svg`),
+        planSvg(p.plan, { title, layout: p.kernel.layout }),
+      );
+    }
+  }
+  if (opts.json) {
+    const out = plans.map((p) => planJson(p));
+    process.stdout.write(JSON.stringify(opts.kernel ? out[0] : out, null, 2) + "\n");
+    return EXIT_OK;
+  }
+  const rows = plans.map(({ kernel, plan, stats }) => [
+    kernel.name,
+    kernel.maskSource,
+    `${plan.blockQ}x${plan.blockKv}`,
+    plan.counts.full,
+    plan.counts.partial,
+    plan.counts.empty,
+    `${(stats.density * 100).toFixed(2)}%`,
+    `${(stats.sparsity * 100).toFixed(2)}%`,
+    formatFlops(stats.flops),
+  ]);
+  const layouts = [...new Set(kernels.map((k) => k.layout))];
+  for (const l of layouts) process.stdout.write(`layout ${l.name}: ${describeLayout(l)}\n`);
+  process.stdout.write(
+    table(rows, ["kernel", "mask", "block", "full", "partial", "empty", "density", "sparsity", "FLOPs"]) +
+      "\n",
+  );
+  if (opts.kernel || opts.ascii)
+    for (const p of plans) process.stdout.write(`\n${p.kernel.name}\n${planAscii(p.plan)}\n`);
+  if (opts.svg)
+    process.stdout.write(
+      `wrote ${plans.length} SVG tile map${plans.length === 1 ? "" : "s"} to ${opts.svg}\n`,
+    );
+  return EXIT_OK;
+}
+
+function emitCommand(file: string, opts: { target: string; kernel?: string; out: string }): number {
+  const kernels = kernelsOf(file, opts.kernel);
+  if (typeof kernels === "number") return kernels;
+  mkdirSync(opts.out, { recursive: true });
+  const written: string[] = [];
+  for (const k of kernels) {
+    const p = planKernel(k);
+    const path = join(opts.out, `${k.name}.plan.json`);
+    writeFileSync(path, JSON.stringify(planJson(p, true)) + "\n");
+    written.push(path);
+  }
+  process.stdout.write(written.map((w) => `wrote ${w}`).join("\n") + "\n");
+  return EXIT_OK;
+}
+
+function checkCommand(files: string[]): number {
+  let code = EXIT_OK;
+  for (const file of files) {
+    const result = loadSpec(file);
+    if (report(result) || !result.spec) {
+      code = EXIT_DIAGNOSTICS;
+      continue;
+    }
+    const s = result.spec;
+    process.stdout.write(
+      `${file}: ok (${s.layouts.size} layouts, ${s.kernels.size} kernels, ${s.models.size} models)\n`,
+    );
+  }
+  return code;
+}
+
+export function buildProgram(setCode: (c: number) => void): Command {
+  const program = new Command("tilec")
+    .description("Block-sparse attention kernels for video diffusion transformers, from .tile specs")
+    .version("0.1.0")
+    .exitOverride()
+    .showHelpAfterError("(run with --help for usage)");
+  program
+    .command("check")
+    .description("parse and check .tile files; print diagnostics")
+    .argument("<files...>", ".tile files")
+    .action((files: string[]) => setCode(checkCommand(files)));
+  program
+    .command("plan")
+    .description("show the block plan of a spec's kernels: full / partial / empty blocks, density, FLOPs")
+    .argument("<file>", ".tile file")
+    .option("-k, --kernel <name>", "only this kernel (prints its tile map too)")
+    .option("--json", "print JSON (an object with --kernel, else an array)")
+    .option("--svg <dir>", "write an SVG tile map per kernel into <dir>")
+    .option("--ascii", "print the ASCII tile map of every kernel")
+    .action((file: string, opts) => setCode(planCommand(file, opts)));
+  program
+    .command("emit")
+    .description("write compiled artifacts for a spec's kernels")
+    .argument("<file>", ".tile file")
+    .addOption(new Option("-t, --target <target>", "what to emit").choices(["plan"]).default("plan"))
+    .option("-k, --kernel <name>", "only this kernel")
+    .requiredOption("-o, --out <dir>", "output directory")
+    .action((file: string, opts) => setCode(emitCommand(file, opts)));
+  return program;
+}
+
+export function main(argv: string[]): number {
+  let code = EXIT_OK;
+  const program = buildProgram((c) => (code = c));
+  try {
+    program.parse(argv, { from: "user" });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // --help and --version exit 0 through here; everything else commander rejects is usage.
+      return e.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+    }
+    if (e instanceof UsageError) {
+      process.stderr.write(`tilec: ${e.message}\n`);
+      return EXIT_USAGE;
+    }
+    throw e;
+  }
+  return code;
+}

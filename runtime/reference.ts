@@ -1,0 +1,106 @@
+// The float64 CPU reference every backend is tested against:
+//   out = softmax(Q Kᵀ · scale + mask) V, with masked scores = −∞; fully masked rows give 0, lse = −∞.
+// Tensors are [batch, seq, heads, headDim] (the kernels' default layout), GQA by head grouping.
+// O(batch · heads · seq² · headDim): for small shapes in tests, not for benchmarks.
+export interface AttentionShape {
+  readonly batch: number;
+  readonly seqLen: number;
+  readonly heads: number;
+  readonly kvHeads: number;
+  readonly headDim: number;
+}
+
+export type Numbers = Float64Array | Float32Array | number[];
+
+export interface ReferenceResult {
+  /** [batch, seq, heads, headDim] */
+  readonly out: Float64Array;
+  /** [batch, heads, seq], natural log of the row sum of exp(score) */
+  readonly lse: Float64Array;
+}
+
+export function referenceAttention(
+  q: Numbers,
+  k: Numbers,
+  v: Numbers,
+  shape: AttentionShape,
+  allowed: (qi: number, ki: number) => boolean,
+  scale = 1 / Math.sqrt(shape.headDim),
+): ReferenceResult {
+  const { batch, seqLen: n, heads, kvHeads, headDim: d } = shape;
+  if (heads % kvHeads !== 0) throw new RangeError(`kvHeads (${kvHeads}) must divide heads (${heads})`);
+  const group = heads / kvHeads;
+  const out = new Float64Array(batch * n * heads * d);
+  const lse = new Float64Array(batch * heads * n);
+  const scores = new Float64Array(n);
+  const acc = new Float64Array(d);
+  const qi = (b: number, s: number, h: number) => ((b * n + s) * heads + h) * d;
+  const ki = (b: number, s: number, h: number) => ((b * n + s) * kvHeads + h) * d;
+  for (let b = 0; b < batch; b++) {
+    for (let h = 0; h < heads; h++) {
+      const hk = Math.floor(h / group);
+      for (let i = 0; i < n; i++) {
+        let max = -Infinity;
+        const qo = qi(b, i, h);
+        for (let j = 0; j < n; j++) {
+          if (!allowed(i, j)) {
+            scores[j] = -Infinity;
+            continue;
+          }
+          const ko = ki(b, j, hk);
+          let s = 0;
+          for (let x = 0; x < d; x++) s += q[qo + x]! * k[ko + x]!;
+          s *= scale;
+          scores[j] = s;
+          if (s > max) max = s;
+        }
+        const oo = qi(b, i, h);
+        if (max === -Infinity) {
+          lse[(b * heads + h) * n + i] = -Infinity; // out stays 0
+          continue;
+        }
+        acc.fill(0);
+        let sum = 0;
+        for (let j = 0; j < n; j++) {
+          if (scores[j] === -Infinity) continue;
+          const p = Math.exp(scores[j]! - max);
+          sum += p;
+          const vo = ki(b, j, hk);
+          for (let x = 0; x < d; x++) acc[x]! += p * v[vo + x]!;
+        }
+        for (let x = 0; x < d; x++) out[oo + x] = acc[x]! / sum;
+        lse[(b * heads + h) * n + i] = max + Math.log(sum);
+      }
+    }
+  }
+  return { out, lse };
+}
+
+/** ‖a − b‖₂ / ‖b‖₂ over finite values; NaN anywhere in `a` makes the error NaN (never a pass). */
+export function relativeError(a: Numbers, b: Numbers): number {
+  if (a.length !== b.length) throw new RangeError(`length mismatch: ${a.length} vs ${b.length}`);
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (Number.isNaN(x)) return NaN;
+    num += (x - y) * (x - y);
+    den += y * y;
+  }
+  return den === 0 ? Math.sqrt(num) : Math.sqrt(num / den);
+}
+
+/** Deterministic uniform random numbers in [-1, 1) (mulberry32): tests reproduce from a seed. */
+export function randomArray(length: number, seed: number): Float64Array {
+  const out = new Float64Array(length);
+  let s = seed >>> 0;
+  for (let i = 0; i < length; i++) {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    out[i] = (((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1;
+  }
+  return out;
+}
