@@ -7,6 +7,7 @@ import { Elaborator, editDistance, type MaskDef } from "./elaborate.ts";
 import { DTYPES, seqLen, type Dtype, type Layout } from "./layout.ts";
 import { canonical, show, type MaskExpr } from "./maskExpr.ts";
 import { sha256Hex } from "./hash.ts";
+import { MAX_BLOCK_PAIRS } from "./plan.ts";
 import { STDLIB_FILE, STDLIB_SOURCE } from "./stdlib.ts";
 
 export type Target = "cuda" | "wgsl" | "cpu";
@@ -338,6 +339,16 @@ class Checker {
     }
     if (!layout || !mask || !mf || !blockOk) {
       this.broken.add(`kernel:${d.name.name}`);
+      return;
+    }
+    const n = seqLen(layout);
+    const pairs = Math.ceil(n / blockQ) * Math.ceil(n / blockKv);
+    if (pairs > MAX_BLOCK_PAIRS) {
+      this.report(
+        `kernel '${d.name.name}' has ${pairs} block pairs, more than the planner's limit of ${MAX_BLOCK_PAIRS}`,
+        bf?.span ?? d.name.span,
+        "use larger blocks or a shorter sequence",
+      );
       return;
     }
     const maskSource =

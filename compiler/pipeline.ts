@@ -1,5 +1,5 @@
 // The front half of tilec as one call: text → AST → CheckedSpec (with diagnostics), and kernel → plan.
-import { hasErrors, parse, type Diagnostic } from "../grammar/index.ts";
+import { error, hasErrors, parse, type Diagnostic } from "../grammar/index.ts";
 import { check, type CheckedSpec, type KernelSpec } from "./check.ts";
 import { buildPlan, type BlockPlan } from "./plan.ts";
 import { planStats, type PlanStats } from "./planStats.ts";
@@ -19,7 +19,20 @@ export function compileSpec(text: string, file = "<input>"): CompileResult {
     [STDLIB_FILE, STDLIB_SOURCE],
   ]);
   const parsed = parse(text, file);
-  const checked = check(parsed.ast, text);
+  let checked: ReturnType<typeof check>;
+  try {
+    checked = check(parsed.ast, text);
+  } catch (e) {
+    // Deep mask call chains (a → b → c → …) recurse in the elaborator; report, never crash.
+    if (!(e instanceof RangeError)) throw e;
+    const at = parsed.ast.decls[0]?.span ?? { file, start: 0, end: 0, line: 1, col: 1 };
+    const d = error(
+      `spec too deeply nested to check (${e.message})`,
+      at,
+      "split deep expressions and call chains into smaller masks",
+    );
+    return { diagnostics: [...parsed.diagnostics, d], sources };
+  }
   // A declaration with a syntax error is incomplete: semantic complaints about it ("no head_dim")
   // would only repeat the syntax error, so they are dropped; other declarations are still checked.
   // Its region runs to the next declaration, since recovery may have ended it before the bad token.

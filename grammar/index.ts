@@ -49,6 +49,15 @@ export function parse(text: string, file = "<input>"): ParseResult {
       ),
     );
   }
+  const tooDeep = nestingLimitToken(lexed.tokens);
+  if (tooDeep) {
+    // chevrotain's recursive descent would overflow the stack long before any real spec nests this deep.
+    const span = spanAt(file, text, tooDeep.startOffset, (tooDeep.endOffset ?? tooDeep.startOffset) + 1);
+    diagnostics.push(
+      error(`expression nested more than ${MAX_NESTING} levels deep`, span, "split it into named masks"),
+    );
+    return { ast: { file, decls: [] }, diagnostics };
+  }
   const cst = parseCst(lexed.tokens);
   const endSpan = spanAt(file, text, text.length, text.length);
   for (const e of tileParser.errors) diagnostics.push(syntaxDiagnostic(e, file, text, endSpan));
@@ -56,6 +65,22 @@ export function parse(text: string, file = "<input>"): ParseResult {
   const decls = builder.spec(cst);
   diagnostics.push(...builder.diagnostics);
   return { ast: { file, decls }, diagnostics };
+}
+
+export const MAX_NESTING = 150;
+const PREFIX = new Set(["not", "!", "-", "if", "any", "all"]);
+
+/** The first token past the nesting limit: open parentheses plus a run of prefix operators. */
+function nestingLimitToken(tokens: readonly IToken[]): IToken | undefined {
+  let parens = 0;
+  let prefixRun = 0;
+  for (const t of tokens) {
+    if (t.image === "(") parens++;
+    else if (t.image === ")") parens = Math.max(0, parens - 1);
+    prefixRun = PREFIX.has(t.image) ? prefixRun + 1 : 0;
+    if (parens + prefixRun > MAX_NESTING) return t;
+  }
+  return undefined;
 }
 
 // Mismatch and early-exit exceptions carry the last good token; the interface does not declare it.

@@ -140,3 +140,28 @@ describe("fuzzing the front end", () => {
     expect(() => compileSpec(deep, "deep.tile")).not.toThrow();
   });
 });
+
+describe("limits", () => {
+  const L = "layout L { video 1 x 1 x 2 heads 1 head_dim 16 }\n";
+  it("rejects absurd nesting with a diagnostic instead of a stack overflow", () => {
+    for (const body of ["(".repeat(50_000) + "true" + ")".repeat(50_000), "not ".repeat(50_000) + "true"]) {
+      const r = compileSpec(`${L}kernel k { layout L mask ${body} }`, "deep.tile");
+      expect(r.spec).toBeUndefined();
+      expect(r.diagnostics[0]!.message).toMatch(/nested more than \d+ levels/);
+    }
+  });
+  it("rejects plans too large to hold", () => {
+    const r = compileSpec(
+      "layout L { video 4096 x 4096 x 1 heads 1 head_dim 16 }\nkernel k { layout L mask full block 16 x 16 }",
+      "big.tile",
+    );
+    expect(r.diagnostics.map((d) => d.message).join()).toMatch(/block pairs, more than the planner's limit/);
+  });
+  it("stops quantifier explosions", () => {
+    const r = compileSpec(
+      `${L}kernel k { layout L mask any i in 0 .. 4000: any j in 0 .. 4000: q.index == i + j }`,
+      "q.tile",
+    );
+    expect(r.diagnostics.map((d) => d.message).join()).toMatch(/too large after expansion/);
+  });
+});

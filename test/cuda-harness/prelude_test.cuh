@@ -1,0 +1,45 @@
+// Hand-written stand-in for the prelude the TS compiler generates (test only).
+// Tile configuration comes from -D flags (defaults below); the mask is the
+// Efficient-vDiT "2:6" pattern with run-time knobs in __constant__ memory so one
+// binary can test several sequence lengths and mask variants:
+//   8 frames of frame_tokens tokens (frame(t) = t / frame_tokens), global frames {0, 4}
+//   mode 0: dense (allow everything)
+//   mode 1: 2:6   allowed(q,k) = frame(q)==frame(k) || frame(q) in G || frame(k) in G
+//   mode 2: 2:6, but queries in frame 3 see nothing (fully masked rows)
+// The generated prelude bakes frame_tokens in as a constant; here it is a
+// run-time value, so partial blocks pay two integer divisions per element more.
+#ifndef TILEC_HEAD_DIM
+#define TILEC_HEAD_DIM 96
+#endif
+#ifndef TILEC_BLOCK_Q
+#define TILEC_BLOCK_Q 128
+#endif
+#ifndef TILEC_BLOCK_KV
+#define TILEC_BLOCK_KV 64
+#endif
+#ifndef TILEC_NUM_WARPS
+#define TILEC_NUM_WARPS 4
+#endif
+#ifndef TILEC_STAGES
+#define TILEC_STAGES 2
+#endif
+#if !defined(TILEC_DTYPE_BF16) && !defined(TILEC_DTYPE_FP16) && !defined(TILEC_DTYPE_FP32)
+#define TILEC_DTYPE_BF16 1
+#endif
+#define TILEC_KERNEL_NAME tilec_attn_test
+
+__constant__ int tilec_test_mode;
+__constant__ int tilec_test_frame_tokens;
+
+// Shared by the device mask and the host planner / reference.
+__host__ __device__ __forceinline__ bool tilec_test_allowed(int q, int k, int mode, int ft) {
+  if (mode == 0) return true;
+  const int fq = q / ft, fk = k / ft;
+  if (mode == 2 && fq == 3) return false;
+  const bool gq = fq == 0 || fq == 4, gk = fk == 0 || fk == 4;
+  return fq == fk || gq || gk;
+}
+
+__device__ __forceinline__ bool tilec_mask(int q, int k) {
+  return tilec_test_allowed(q, k, tilec_test_mode, tilec_test_frame_tokens);
+}
