@@ -7,7 +7,7 @@
 //   mode 1: 2:6   allowed(q,k) = frame(q)==frame(k) || frame(q) in G || frame(k) in G
 //   mode 2: 2:6, but queries in frame 3 see nothing (fully masked rows)
 // The generated prelude bakes frame_tokens in as a constant; here it is a
-// run-time value, so partial blocks pay two integer divisions per element more.
+// run-time value (a multiply-shift per token instead of a constant division).
 #ifndef TILEC_HEAD_DIM
 #define TILEC_HEAD_DIM 96
 #endif
@@ -29,17 +29,24 @@
 #define TILEC_KERNEL_NAME tilec_attn_test
 
 __constant__ int tilec_test_mode;
-__constant__ int tilec_test_frame_tokens;
+__constant__ unsigned long long tilec_test_magic;  // ceil(2^40 / frame_tokens)
 
-// Shared by the device mask and the host planner / reference.
-__host__ __device__ __forceinline__ bool tilec_test_allowed(int q, int k, int mode, int ft) {
-  if (mode == 0) return true;
-  const int fq = q / ft, fk = k / ft;
-  if (mode == 2 && fq == 3) return false;
-  const bool gq = fq == 0 || fq == 4, gk = fk == 0 || fk == 4;
-  return fq == fk || gq || gk;
+// frame(t) = t / frame_tokens via a 64-bit multiply by ceil(2^40 / frame_tokens):
+// exact while t < 2^40 / frame_tokens (here t < 2^20, frame_tokens < 2^16).
+__host__ __device__ __forceinline__ unsigned long long tilec_test_magic_for(int frame_tokens) {
+  return ((1ull << 40) + (unsigned long long)frame_tokens - 1) / (unsigned long long)frame_tokens;
+}
+
+// Shared by the device mask and the host planner / reference. Branch-free, like
+// the generated masks: frames 0 and 4 are global (bit mask 0x11).
+__host__ __device__ __forceinline__ bool tilec_test_allowed(int q, int k, int mode, unsigned long long magic) {
+  const unsigned fq = (unsigned)(((unsigned long long)q * magic) >> 40);
+  const unsigned fk = (unsigned)(((unsigned long long)k * magic) >> 40);
+  const bool global = ((0x11u >> (fq & 31)) | (0x11u >> (fk & 31))) & 1u;
+  const bool allowed = (mode == 0) | (fq == fk) | global;
+  return allowed & !((mode == 2) & (fq == 3));
 }
 
 __device__ __forceinline__ bool tilec_mask(int q, int k) {
-  return tilec_test_allowed(q, k, tilec_test_mode, tilec_test_frame_tokens);
+  return tilec_test_allowed(q, k, tilec_test_mode, tilec_test_magic);
 }

@@ -1,0 +1,459 @@
+// tilec CUDA template: block-sparse FlashAttention-2 forward, bf16/fp16, sm_80+
+// (flash_fwd_sm80.cuh)
+//
+// Concatenation order of the generated .cu file (done by the TS backend):
+//   generated prelude  +  ptx.cuh  +  this file        (no #include anywhere)
+// The prelude must define TILEC_HEAD_DIM, TILEC_BLOCK_Q, TILEC_BLOCK_KV,
+// TILEC_NUM_WARPS, TILEC_STAGES, TILEC_KERNEL_NAME, exactly one of
+// TILEC_DTYPE_BF16 / TILEC_DTYPE_FP16, and
+//   __device__ __forceinline__ bool tilec_mask(int q, int k);   // global token ids
+// Optional knobs: TILEC_Q_IN_REGS (0/1), TILEC_SUB_KV (keys per softmax step),
+// both chosen by a register estimate by default; TILEC_MIN_CTAS (second
+// __launch_bounds__ argument, default 1).
+//
+// ---------------------------------------------------------------------------
+// Kernel parameters: struct TilecParams, defined (with its byte layout) in ptx.cuh.
+// Launch: grid (ceil(seq_len / BLOCK_Q), num_heads, batch), block NUM_WARPS*32,
+// dynamic shared memory TILEC_SMEM_BYTES =
+//     (BLOCK_Q + 2 * STAGES * BLOCK_KV) * HEAD_DIM * 2 + 128 bytes
+// (Q tile, reused as the output staging tile, + STAGES x {K tile, V tile}, + 128
+// bytes of alignment slack). e.g. d=96, 128x64, 2 stages: 73,856 B;
+// d=128, 128x64, 2 stages: 98,432 B.
+// Needs cudaFuncSetAttribute(MaxDynamicSharedMemorySize) above 48 KB.
+// ---------------------------------------------------------------------------
+#ifndef TILEC_FLASH_FWD_SM80_CUH
+#define TILEC_FLASH_FWD_SM80_CUH
+
+#if defined(TILEC_DTYPE_BF16)
+#define TILEC_MMA tilec_mma_bf16
+#define TILEC_PACK tilec_pack_bf16
+#define TILEC_ONES2 0x3f803f80u  // bf16x2 {1, 1}
+#elif defined(TILEC_DTYPE_FP16)
+#define TILEC_MMA tilec_mma_f16
+#define TILEC_PACK tilec_pack_f16
+#define TILEC_ONES2 0x3c003c00u  // f16x2 {1, 1}
+#else
+#error "flash_fwd_sm80.cuh needs TILEC_DTYPE_BF16 or TILEC_DTYPE_FP16 (fp32 uses flash_fwd_f32.cuh)"
+#endif
+
+#define TILEC_SMEM_BYTES ((TILEC_BLOCK_Q + 2 * TILEC_STAGES * TILEC_BLOCK_KV) * TILEC_HEAD_DIM * 2 + 128)
+
+#ifndef TILEC_MIN_CTAS
+#define TILEC_MIN_CTAS 1
+#endif
+
+namespace tilec_fa {
+
+constexpr int D = TILEC_HEAD_DIM;
+constexpr int BQ = TILEC_BLOCK_Q;
+constexpr int BKV = TILEC_BLOCK_KV;
+constexpr int NW = TILEC_NUM_WARPS;
+constexpr int NTHR = NW * 32;
+constexpr int STAGES = TILEC_STAGES;
+constexpr int WROWS = BQ / NW;   // query rows per warp
+constexpr int MT = WROWS / 16;   // 16-row mma tiles per warp
+constexpr int DT = D / 8;        // 8-dim n-tiles of O per warp
+constexpr int KD = D / 16;       // k-steps of Q.K^T
+constexpr int CPR = D / 8;       // 16-byte chunks per smem row
+constexpr int ROWB = D * 2;      // bytes per smem row (no padding: XOR swizzle instead)
+constexpr int TILE_KV_BYTES = BKV * ROWB;
+constexpr int STAGE_BYTES = 2 * TILE_KV_BYTES;
+constexpr u32 ONES = TILEC_ONES2;
+
+static_assert(D % 16 == 0 && D >= 16 && D <= 256, "head dim must be a multiple of 16 in 16..256");
+static_assert(BQ % (NW * 16) == 0, "BLOCK_Q / NUM_WARPS must be a multiple of 16");
+static_assert(BKV % 16 == 0, "BLOCK_KV must be a multiple of 16");
+static_assert(STAGES >= 2, "need at least double buffering");
+
+// Register plan. Per thread: O accumulator MT*DT*4, S chunk MT*SKV/2, Q
+// fragments MT*KD*4 if kept in registers. ptxas needs ~70 more for row state,
+// addresses, loop control and operand prefetch, so the big arrays get REG_BUDGET.
+// Q stays in registers when it fits next to a 32-key S chunk (d=96 128x64/4
+// warps: 96+48+32); otherwise it is re-read from smem each k-step (FA2 default).
+// SKV (keys per online-softmax step) is the largest divisor of BLOCK_KV that
+// fits: the plan's block size is untouched, only the softmax granularity.
+constexpr int REG_BUDGET = 184;
+constexpr int REG_ACC = MT * DT * 4, REG_Q = MT * KD * 4;
+#ifdef TILEC_Q_IN_REGS
+constexpr bool Q_IN_REGS = TILEC_Q_IN_REGS;
+#else
+constexpr bool Q_IN_REGS = REG_ACC + REG_Q + MT * (BKV < 32 ? BKV : 32) / 2 <= REG_BUDGET;
+#endif
+constexpr int pick_skv(int skv) {
+  return (skv <= 16 || (BKV % skv == 0 && REG_ACC + (Q_IN_REGS ? REG_Q : 0) + MT * skv / 2 <= REG_BUDGET))
+             ? skv
+             : pick_skv(skv - 16);
+}
+#ifdef TILEC_SUB_KV
+constexpr int SKV = TILEC_SUB_KV;
+#else
+constexpr int SKV = pick_skv(BKV);
+#endif
+constexpr int NCH = BKV / SKV;  // softmax steps per kv block
+constexpr int SNT = SKV / 8;    // 8-key n-tiles per step
+static_assert(SKV % 16 == 0 && BKV % SKV == 0, "TILEC_SUB_KV must be a multiple of 16 dividing BLOCK_KV");
+
+// XOR swizzle on 16-byte chunks. Rows are D*2 bytes with no padding; an 8x8
+// ldmatrix phase reads one chunk column from 8 consecutive rows (8-aligned) and
+// must hit 8 distinct 16-byte bank groups. XOR-ing the chunk index with a few
+// row bits does that while staying inside the row:
+//   CPR % 8 == 0 (d = 64,128,...): chunk ^ (row & 7)
+//   CPR % 8 == 4 (d = 32, 96, ...): rows alternate bank halves, chunk ^ ((row>>1)&3)
+//   CPR % 4 == 2 (d = 16, 48, ...): 4 rows cover all 8 groups, chunk ^ ((row>>2)&1)
+__device__ __forceinline__ int swz_bits(int row) {
+  return (CPR % 8 == 0) ? (row & 7) : (CPR % 4 == 0) ? ((row >> 1) & 3) : ((row >> 2) & 1);
+}
+__device__ __forceinline__ u32 swz(int row, int chunk) {
+  return (u32)((row * CPR + (chunk ^ swz_bits(row))) * 16);
+}
+
+// Swizzle group width in chunks (the XOR touches the low log2(SWW) bits of the
+// chunk index) and the number of distinct lane patterns for chunk 2*i+cb.
+constexpr int SWW = (CPR % 8 == 0) ? 8 : (CPR % 4 == 0) ? 4 : 2;
+constexpr int NPAT = SWW / 2;
+static_assert((BQ * ROWB) % 128 == 0 && (BKV * ROWB) % 128 == 0, "tile bases must stay 128-byte aligned");
+
+// ldmatrix addressing with one register per operand: the byte offset of chunk
+// 2*kk+cb in row `row` is row*ROWB + ((2*kk+cb) ^ xs)*16. Row starts, tile bases
+// and the dynamic smem base (aligned to 128) are multiples of SWW*16, and the XOR
+// touches only address bits [4, 4+log2 SWW), so
+//   addr(kk) = ((tile + lane_off) ^ ((2*(kk % NPAT)) << 4)) + (kk / NPAT)*SWW*16
+// with lane_off = row*ROWB + ((cb ^ xs) << 4): one LOP3 per distinct kk % NPAT and
+// the rest folds into the ldmatrix immediate.
+__device__ __forceinline__ u32 lane_off(int row, int cb, int xs) { return (u32)(row * ROWB + ((cb ^ xs) << 4)); }
+__device__ __forceinline__ u32 kstep_addr(u32 base_plus_off, int kk) {
+  return (base_plus_off ^ (u32)((2 * (kk % NPAT)) << 4)) + (u32)((kk / NPAT) * SWW * 16);
+}
+
+// Copy a ROWS x D tile (row stride `stride` elements, `g` = row 0) into swizzled
+// smem with cp.async; rows >= rows_valid are zero-filled (src-size 0, nothing is
+// read). SWW threads cover SWW chunks of a row, so a pass loads RPP rows; RPP is a
+// multiple of 8, hence every row a thread touches has the same swizzle bits and
+// all its smem offsets are one register plus immediates.
+constexpr int RPP = NTHR / SWW;
+static_assert(RPP % 8 == 0, "need at least 2 warps");
+template <int ROWS>
+__device__ __forceinline__ void load_tile(u32 sdst, const u16* g, long long stride, int rows_valid,
+                                          int tid) {
+  const int r0 = tid / SWW, c0 = tid % SWW;
+  const u32 s0 = sdst + (u32)((r0 * CPR + (c0 ^ swz_bits(r0))) * 16);
+  const u16* g0 = g + r0 * stride + c0 * 8;
+#pragma unroll
+  for (int rp = 0; rp < (ROWS + RPP - 1) / RPP; ++rp) {
+    const int r = r0 + rp * RPP;
+    if (ROWS % RPP == 0 || r < ROWS) {
+      const bool ok = r < rows_valid;
+      const u16* src = ok ? g0 + rp * RPP * stride : g;
+#pragma unroll
+      for (int cp = 0; cp < CPR / SWW; ++cp)
+        tilec_cp_async16(s0 + (u32)((rp * RPP * CPR + cp * SWW) * 16), src + cp * SWW * 8, ok ? 16 : 0);
+    }
+  }
+}
+
+struct alignas(16) U4 {
+  u32 x, y, z, w;
+};
+
+}  // namespace tilec_fa
+
+extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTAS)
+    TILEC_KERNEL_NAME(const TilecParams p) {
+  using namespace tilec_fa;
+  extern __shared__ __align__(128) unsigned char smem[];
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane >> 2, t = lane & 3;  // mma fragment row group / column pair
+  const int qb = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int hkv = h / (p.num_heads / p.num_kv_heads);
+  const int seq = p.seq_len;
+  const int q0 = qb * BQ;
+  const int wrow0 = warp * WROWS;  // first CTA-local row of this warp
+
+  const int f_beg = p.full_offsets[qb];
+  const int n_full = p.full_offsets[qb + 1] - f_beg;
+  const int p_beg = p.partial_offsets[qb];
+  const int total = n_full + (p.partial_offsets[qb + 1] - p_beg);
+  const int* f_idx = p.full_indices + f_beg;
+  const int* p_idx = p.partial_indices + p_beg;
+  // kv block of the i-th step of the one sequence "full list, then partial list".
+  auto fetch_kb = [&](int i) -> int { return i < n_full ? f_idx[i] : (i < total ? p_idx[i - n_full] : 0); };
+
+  const u16* qg = (const u16*)p.q + b * p.q_batch_stride + h * p.q_head_stride + q0 * p.q_seq_stride;
+  // (output pointers are formed after the main loop so they hold no registers in it)
+  if (total == 0) {  // nothing allowed for this query block: O = 0, lse = -inf
+    u16* og = (u16*)p.o + b * p.o_batch_stride + h * p.o_head_stride + q0 * p.o_seq_stride;
+    float* lse = p.lse ? p.lse + ((long long)b * p.num_heads + h) * seq : nullptr;
+    const U4 z = {0u, 0u, 0u, 0u};
+    for (int i = tid; i < BQ * CPR; i += NTHR) {
+      const int r = i / CPR, c = i % CPR;
+      if (q0 + r < seq) *(U4*)(og + r * p.o_seq_stride + c * 8) = z;
+    }
+    if (lse)
+      for (int r = tid; r < BQ; r += NTHR)
+        if (q0 + r < seq) lse[q0 + r] = TILEC_NEG_INF;
+    return;
+  }
+
+  // The swizzle arithmetic XORs absolute shared addresses, so the tiles must
+  // start 128-byte aligned; TILEC_SMEM_BYTES reserves 128 bytes of slack for this.
+  const u32 s_raw = tilec_smem_u32(smem);
+  unsigned char* sbase = smem + ((128u - (s_raw & 127u)) & 127u);
+  const u32 sQ = tilec_smem_u32(sbase);
+  const u32 sKV = sQ + BQ * ROWB;
+
+  // K/V tile copy for kv block kb into ring slot dst (K tile, then V tile). The
+  // per-CTA pointers are rebuilt from the parameter bank on every call, behind
+  // tilec_opaque, so the compiler cannot hoist them out of the main loop and keep
+  // four 64-bit values alive across the mma-heavy body (that alone caused spills).
+  auto load_kv = [&](u32 dst, int kb) {
+    const int k0 = kb * BKV, bb = tilec_opaque(b), hh = tilec_opaque(hkv), tt = tilec_opaque(tid);
+    const u16* kg = (const u16*)p.k + bb * p.k_batch_stride + hh * p.k_head_stride + k0 * p.k_seq_stride;
+    const u16* vg = (const u16*)p.v + bb * p.v_batch_stride + hh * p.v_head_stride + k0 * p.v_seq_stride;
+    load_tile<BKV>(dst, kg, p.k_seq_stride, seq - k0, tt);
+    load_tile<BKV>(dst + TILE_KV_BYTES, vg, p.v_seq_stride, seq - k0, tt);
+  };
+
+  // Group 0: Q. Groups 1..STAGES-1: the first kv blocks. Every later iteration
+  // commits exactly one (possibly empty) group so wait_group counts stay uniform.
+  load_tile<BQ>(sQ, qg, p.q_seq_stride, seq - q0, tid);
+  tilec_cp_async_commit();
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < total) load_kv(sKV + s * STAGE_BYTES, fetch_kb(s));
+    tilec_cp_async_commit();
+  }
+
+  // Per-lane ldmatrix row/chunk selectors. All tiles start rows at multiples of
+  // 8, so the swizzle bits depend only on lane & 7.
+  // x4 matrix order: A (Q) [rows 0-7|8-15] x [k 0-7|8-15]; B (K) keys 0-7 {k 0-7, 8-15},
+  // keys 8-15 {..}; B (V, .trans) dims 0-7 {keys 0-7, 8-15}, dims 8-15 {..}.
+  const int xs = swz_bits(lane & 7);
+  const u32 qoff = sQ + lane_off(wrow0 + (lane & 15), lane >> 4, xs);
+  const u32 koff = lane_off((lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1, xs);
+  const u32 voff = lane_off((lane & 7) + (((lane >> 3) & 1) << 3), lane >> 4, xs);
+
+  u32 qf[MT][KD][4];  // used only when Q_IN_REGS (dead otherwise)
+  tilec_cp_async_wait<STAGES - 1>();  // Q landed (this thread's part) ...
+  __syncthreads();                    // ... and everybody else's
+  if constexpr (Q_IN_REGS) {
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+      for (int kk = 0; kk < KD; ++kk)
+        tilec_ldsm_x4(qf[mt][kk][0], qf[mt][kk][1], qf[mt][kk][2], qf[mt][kk][3],
+                      kstep_addr(qoff, kk) + mt * 16 * ROWB);
+  }
+
+  float acc[MT][DT][4];
+  // Row sums come from the tensor cores: P (already packed for P.V) times a
+  // column of ones. This replaces 2*NT FADDs per row with MT mma per k-step,
+  // sums exactly the rounded P that feeds the numerator, needs no quad
+  // shuffle, and lets the fp32 probabilities die right after packing (an FADD
+  // tree left to the scheduler kept them all live through P.V and spilled).
+  // l_acc[mt][0] / [2] hold the full sums of rows g / g+8.
+  float m_run[MT][2];  // running max, raw score units
+  float l_acc[MT][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int dt = 0; dt < DT; ++dt) acc[mt][dt][0] = acc[mt][dt][1] = acc[mt][dt][2] = acc[mt][dt][3] = 0.f;
+    m_run[mt][0] = m_run[mt][1] = TILEC_NEG_INF;
+    l_acc[mt][0] = l_acc[mt][1] = l_acc[mt][2] = l_acc[mt][3] = 0.f;
+  }
+  const float sl2 = p.scale_log2;
+
+  u32 sK = sKV;  // ring slot (K tile; V follows) of the block computed now
+#pragma unroll 1
+  for (int j = 0; j < total; ++j) {
+    // Both index loads are issued before the barrier and complete while waiting
+    // on it; nothing is carried across iterations (registers are the limit here).
+    const int kb = fetch_kb(j), kb_next = fetch_kb(j + STAGES - 1);
+    // Block j's group is complete once at most STAGES-2 newer groups are pending.
+    // The barrier also proves every warp finished block j-1, whose slot
+    // is refilled right below: one barrier per iteration.
+    tilec_cp_async_wait<STAGES - 2>();
+    __syncthreads();
+    if (j + STAGES - 1 < total)  // refill the slot of block j-1 (the one before sK in the ring)
+      load_kv(sK == sKV ? sKV + (STAGES - 1) * STAGE_BYTES : sK - STAGE_BYTES, kb_next);
+    tilec_cp_async_commit();
+
+    const u32 sV = sK + TILE_KV_BYTES;
+    const int k0 = kb * BKV;
+    const bool partial = j >= n_full;
+
+    // The block is consumed in NCH chunks of SKV keys, each a full online-softmax
+    // step (see SKV above): S chunk -> mask -> softmax -> O += P V. The chunk loop
+    // stays rolled on purpose: unrolled, ptxas overlaps chunk c+1's Q.K^T with
+    // chunk c's P.V and the register peak is back to a whole block's.
+#pragma unroll 1
+    for (int ch = 0; ch < NCH; ++ch) {
+      const int kc0 = k0 + ch * SKV;  // first key of this chunk
+
+      // ---- S = Q K^T (fp32 accumulators in registers)
+      float s[MT][SNT][4];
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < SNT; ++nt) s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < KD; ++kk) {
+        u32 qs[MT][4];  // used only when !Q_IN_REGS
+        if constexpr (!Q_IN_REGS) {
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt)
+            tilec_ldsm_x4(qs[mt][0], qs[mt][1], qs[mt][2], qs[mt][3], kstep_addr(qoff, kk) + mt * 16 * ROWB);
+        }
+#pragma unroll
+        for (int np = 0; np < SNT / 2; ++np) {
+          u32 b0, b1, b2, b3;
+          tilec_ldsm_x4(b0, b1, b2, b3, kstep_addr(sK + koff, kk) + (ch * SKV + np * 16) * ROWB);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            if constexpr (Q_IN_REGS) {
+              TILEC_MMA(s[mt][2 * np], qf[mt][kk], b0, b1);
+              TILEC_MMA(s[mt][2 * np + 1], qf[mt][kk], b2, b3);
+            } else {
+              TILEC_MMA(s[mt][2 * np], qs[mt], b0, b1);
+              TILEC_MMA(s[mt][2 * np + 1], qs[mt], b2, b3);
+            }
+          }
+        }
+      }
+
+      // ---- element predicates: only partial blocks and the ragged last block pay
+      if (partial) {
+        // column-major walk: one key's index math is shared by this thread's rows
+#pragma unroll
+        for (int nt = 0; nt < SNT; ++nt)
+#pragma unroll
+          for (int cc = 0; cc < 2; ++cc) {
+            const int kc = kc0 + nt * 8 + 2 * t + cc;
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+              for (int hh = 0; hh < 2; ++hh) {
+                const int qr = q0 + wrow0 + mt * 16 + g + hh * 8;
+                // rows past seq_len are never stored; keep tilec_mask's arguments in range
+                if (!(qr < seq && kc < seq && tilec_mask(qr, kc))) s[mt][nt][2 * hh + cc] = TILEC_NEG_INF;
+              }
+          }
+      } else if (kc0 + SKV > seq) {
+#pragma unroll
+        for (int nt = 0; nt < SNT; ++nt)
+#pragma unroll
+          for (int cc = 0; cc < 2; ++cc)
+            if (kc0 + nt * 8 + 2 * t + cc >= seq)
+#pragma unroll
+              for (int mt = 0; mt < MT; ++mt) s[mt][nt][cc] = s[mt][nt][2 + cc] = TILEC_NEG_INF;
+      }
+
+      // ---- online softmax (base-2, scale folded into one FFMA per score)
+      float corr[MT][2];
+      bool grew = false;  // did any of this thread's row maxima change?
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int hh = 0; hh < 2; ++hh) {
+          float red[SNT];  // row max as a tree: short dependency chain
+#pragma unroll
+          for (int nt = 0; nt < SNT; ++nt) red[nt] = tilec_fmax(s[mt][nt][2 * hh], s[mt][nt][2 * hh + 1]);
+#pragma unroll
+          for (int w = 1; w < SNT; w *= 2)
+#pragma unroll
+            for (int i = 0; i + w < SNT; i += 2 * w) red[i] = tilec_fmax(red[i], red[i + w]);
+          float mx = tilec_fmax(m_run[mt][hh], red[0]);
+          mx = tilec_fmax(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = tilec_fmax(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          // Check_inf: a row that saw only masked scores keeps max -inf; subtract 0
+          // instead so exp2(-inf - (-inf)) never produces NaN.
+          const float base = (mx == TILEC_NEG_INF) ? 0.f : mx * sl2;
+          corr[mt][hh] = tilec_exp2(m_run[mt][hh] * sl2 - base);  // 0 if the old max was -inf, 1 if unchanged
+          grew |= mx != m_run[mt][hh];
+          m_run[mt][hh] = mx;
+#pragma unroll
+          for (int nt = 0; nt < SNT; ++nt) {
+            s[mt][nt][2 * hh] = tilec_exp2(s[mt][nt][2 * hh] * sl2 - base);
+            s[mt][nt][2 * hh + 1] = tilec_exp2(s[mt][nt][2 * hh + 1] * sl2 - base);
+          }
+        }
+      // Rescale O and l only if some row max of the warp moved: once the maxima
+      // settle this skips MT*DT*4 FMULs per chunk. Skipping is exact (corr == 1).
+      if (__any_sync(0xffffffffu, grew)) {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int hh = 0; hh < 2; ++hh) {
+            l_acc[mt][2 * hh] *= corr[mt][hh];  // ([2*hh+1] duplicates it and is never read)
+#pragma unroll
+            for (int dt = 0; dt < DT; ++dt) {
+              acc[mt][dt][2 * hh] *= corr[mt][hh];
+              acc[mt][dt][2 * hh + 1] *= corr[mt][hh];
+            }
+          }
+      }
+
+      // ---- O += P V: the S accumulator layout of two adjacent n-tiles is exactly
+      // the A-fragment layout of one 16-key k-step, so P never leaves registers.
+#pragma unroll
+      for (int kk = 0; kk < SKV / 16; ++kk) {
+        u32 pa[MT][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          pa[mt][0] = TILEC_PACK(s[mt][2 * kk][0], s[mt][2 * kk][1]);
+          pa[mt][1] = TILEC_PACK(s[mt][2 * kk][2], s[mt][2 * kk][3]);
+          pa[mt][2] = TILEC_PACK(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
+          pa[mt][3] = TILEC_PACK(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        }
+#pragma unroll
+        for (int dp = 0; dp < D / 16; ++dp) {
+          u32 b0, b1, b2, b3;
+          tilec_ldsm_x4_t(b0, b1, b2, b3, kstep_addr(sV + voff, dp) + (ch * SKV + kk * 16) * ROWB);
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            TILEC_MMA(acc[mt][2 * dp], pa[mt], b0, b1);
+            TILEC_MMA(acc[mt][2 * dp + 1], pa[mt], b2, b3);
+          }
+        }
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) TILEC_MMA(l_acc[mt], pa[mt], ONES, ONES);
+      }
+    }
+
+    sK = (sK == sKV + (STAGES - 1) * STAGE_BYTES) ? sKV : sK + STAGE_BYTES;
+  }
+  tilec_cp_async_wait<0>();  // only empty groups can be left; drain anyway
+  u16* og = (u16*)p.o + b * p.o_batch_stride + h * p.o_head_stride + q0 * p.o_seq_stride;
+  float* lse = p.lse ? p.lse + ((long long)b * p.num_heads + h) * seq : nullptr;
+
+  // ---- epilogue: finish row sums, normalize, lse, stage O through this warp's
+  // own rows of the Q tile (no other warp touches them), then 16-byte stores.
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int hh = 0; hh < 2; ++hh) {
+      const float l = l_acc[mt][2 * hh];
+      const float inv = l > 0.f ? tilec_rcp(l) : 0.f;  // fully masked row: acc == 0 -> O = 0
+      const int r = wrow0 + mt * 16 + g + hh * 8;
+      if (lse && t == 0 && q0 + r < seq)
+        lse[q0 + r] = l > 0.f ? (m_run[mt][hh] * sl2 + tilec_log2(l)) * TILEC_LN2 : TILEC_NEG_INF;
+#pragma unroll
+      for (int dt = 0; dt < DT; ++dt) {
+        const u32 v = TILEC_PACK(acc[mt][dt][2 * hh] * inv, acc[mt][dt][2 * hh + 1] * inv);
+        *(u32*)(sbase + swz(r, dt) + t * 4) = v;
+      }
+    }
+  __syncwarp();
+#pragma unroll
+  for (int i = 0; i < WROWS * CPR / 32; ++i) {
+    const int idx = lane + 32 * i;
+    const int r = wrow0 + idx / CPR, c = idx % CPR;
+    const U4 v = *(const U4*)(sbase + swz(r, c));
+    if (q0 + r < seq) *(U4*)(og + r * p.o_seq_stride + c * 8) = v;
+  }
+}
+
+#undef TILEC_MMA
+#undef TILEC_PACK
+#undef TILEC_ONES2
+#endif  // TILEC_FLASH_FWD_SM80_CUH

@@ -1,0 +1,166 @@
+// tilec CUDA template: shared PTX helpers (ptx.cuh)
+//
+// Concatenation order of the generated .cu file (done by the TS backend):
+//   1. generated prelude   (#define TILEC_*  +  __device__ bool tilec_mask(int q, int k))
+//   2. ptx.cuh             (this file: typedefs, inline-PTX wrappers)
+//   3. flash_fwd_sm80.cuh  (bf16/fp16, TILEC_DTYPE_BF16 / TILEC_DTYPE_FP16)
+//      or flash_fwd_f32.cuh (fp32 SIMT, TILEC_DTYPE_FP32)
+//
+// No #include anywhere: the text must compile under nvcc and NVRTC without
+// include paths, so every conversion / tensor-core / async-copy operation is
+// spelled as inline PTX and only builtins (threadIdx, __syncthreads,
+// __shfl_xor_sync, __int_as_float) are used. Requires sm_80 or newer.
+#ifndef TILEC_PTX_CUH
+#define TILEC_PTX_CUH
+
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned long long u64;
+
+#define TILEC_NEG_INF (__int_as_float(0xff800000))
+
+// ---------------------------------------------------------------- kernel ABI
+// Kernel parameter block, passed by value to every tilec attention kernel
+// (bf16/fp16 and fp32 alike). Byte layout (natural alignment, sizeof == 184,
+// align 8); strides are in ELEMENTS, the head-dim stride is 1:
+//     0 q  8 k  16 v  24 o  32 lse                      (8-byte pointers)
+//    40 q_batch_stride  48 q_seq_stride  56 q_head_stride   (int64)
+//    64 k_batch_stride  72 k_seq_stride  80 k_head_stride
+//    88 v_batch_stride  96 v_seq_stride 104 v_head_stride
+//   112 o_batch_stride 120 o_seq_stride 128 o_head_stride
+//   136 seq_len  140 num_heads  144 num_kv_heads  (int32)  148 scale_log2 (f32)
+//   152 full_offsets  160 full_indices  168 partial_offsets  176 partial_indices
+// Requirements: base pointers 16-byte aligned and batch/seq/head strides
+// multiples of 16 bytes' worth of elements (16-byte cp.async and stores);
+// num_heads % num_kv_heads == 0 (GQA: kv head = head / (num_heads/num_kv_heads));
+// scale_log2 = softmax scale * log2(e) > 0; lse may be null (then not written),
+// else float32 [batch, num_heads, seq_len] contiguous, natural log.
+// Plan (FlexAttention-style CSR, int32, device memory): for query block qb the
+// full kv blocks are full_indices[full_offsets[qb] .. full_offsets[qb+1]) and the
+// partial ones partial_indices[partial_offsets[qb] .. partial_offsets[qb+1]),
+// ascending; blocks in neither list are never touched.
+struct TilecParams {
+  const void* q;
+  const void* k;
+  const void* v;
+  void* o;
+  float* lse;
+  long long q_batch_stride, q_seq_stride, q_head_stride;
+  long long k_batch_stride, k_seq_stride, k_head_stride;
+  long long v_batch_stride, v_seq_stride, v_head_stride;
+  long long o_batch_stride, o_seq_stride, o_head_stride;
+  int seq_len;
+  int num_heads;
+  int num_kv_heads;
+  float scale_log2;
+  const int* full_offsets;
+  const int* full_indices;
+  const int* partial_offsets;
+  const int* partial_indices;
+};
+static_assert(sizeof(TilecParams) == 184, "TilecParams layout changed: update the TS packer");
+
+// Returns x unchanged, but the compiler must assume it changed: recomputing a
+// cheap value inside a loop beats holding it in a register across the loop.
+__device__ __forceinline__ int tilec_opaque(int x) {
+  asm volatile("" : "+r"(x));
+  return x;
+}
+#define TILEC_LN2 0.69314718055994530942f
+
+// ---------------------------------------------------------------- addresses
+// 32-bit shared-state-space address of a generic pointer into __shared__.
+__device__ __forceinline__ u32 tilec_smem_u32(const void* p) {
+  u32 r;
+  asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+  return r;
+}
+
+// ---------------------------------------------------------------- cp.async
+// 16-byte global->shared copy that bypasses L1 (.cg). src_bytes is 16 or 0;
+// with 0 nothing is read and the 16 destination bytes are zero-filled, which is
+// how out-of-range rows (>= seq_len) become zeros without an out-of-bounds read.
+__device__ __forceinline__ void tilec_cp_async16(u32 smem, const void* gmem, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_bytes)
+               : "memory");
+}
+__device__ __forceinline__ void tilec_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+// Wait until at most N committed groups are still in flight (this thread only).
+template <int N>
+__device__ __forceinline__ void tilec_cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+// ---------------------------------------------------------------- ldmatrix
+// Four 8x8 b16 matrices; lane l supplies the row address of matrix l/8, row l%8.
+__device__ __forceinline__ void tilec_ldsm_x4(u32& r0, u32& r1, u32& r2, u32& r3, u32 addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr));
+}
+// Transposed variant: used for V, which is stored [key][dim] but consumed as
+// the k-major ("col") B operand of P.V.
+__device__ __forceinline__ void tilec_ldsm_x4_t(u32& r0, u32& r1, u32& r2, u32& r3, u32 addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(addr));
+}
+
+// ---------------------------------------------------------------- mma.sync
+// D(16x8 f32) += A(16x16, row) * B(16x8, col). Fragment layout (g = lane/4, t = lane%4):
+//   a0:(g, 2t..2t+1) a1:(g+8, 2t..) a2:(g, 2t+8..) a3:(g+8, 2t+8..)
+//   b0:(k=2t..2t+1, n=g) b1:(k=2t+8.., n=g)
+//   c0,c1:(g, 2t..2t+1)  c2,c3:(g+8, 2t..2t+1)
+__device__ __forceinline__ void tilec_mma_bf16(float* c, const u32* a, u32 b0, u32 b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void tilec_mma_f16(float* c, const u32* a, u32 b0, u32 b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// ---------------------------------------------------------------- conversions
+// Pack two floats, lo -> bits 0..15, hi -> bits 16..31 (PTX puts operand a in the
+// upper half, hence the swapped order), round to nearest even.
+__device__ __forceinline__ u32 tilec_pack_bf16(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+__device__ __forceinline__ u32 tilec_pack_f16(float lo, float hi) {
+  u32 r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+}
+
+// ---------------------------------------------------------------- math
+// 2^x (MUFU.EX2); ex2(-inf) = +0, which the online softmax relies on.
+__device__ __forceinline__ float tilec_exp2(float x) {
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+  return r;
+}
+__device__ __forceinline__ float tilec_log2(float x) {
+  float r;
+  asm("lg2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+  return r;
+}
+__device__ __forceinline__ float tilec_fmax(float a, float b) {
+  float r;
+  asm("max.f32 %0, %1, %2;\n" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+}
+__device__ __forceinline__ float tilec_rcp(float x) {
+  float r;
+  asm("rcp.rn.f32 %0, %1;\n" : "=f"(r) : "f"(x));
+  return r;
+}
+
+#endif  // TILEC_PTX_CUH
