@@ -21,11 +21,12 @@ NVCC_FLAGS="-O3 -arch=$ARCH -std=c++17 -lineinfo -Xptxas -v"
 ALL_CONFIGS="
 bf16_d96_q128_kv64_w4_s2|-DTILEC_HEAD_DIM=96 -DTILEC_BLOCK_Q=128 -DTILEC_BLOCK_KV=64 -DTILEC_NUM_WARPS=4 -DTILEC_STAGES=2|1
 bf16_d96_q128_kv64_w4_s3|-DTILEC_HEAD_DIM=96 -DTILEC_BLOCK_Q=128 -DTILEC_BLOCK_KV=64 -DTILEC_NUM_WARPS=4 -DTILEC_STAGES=3|1
-bf16_d96_q128_kv64_w4_s2_fa2|-DTILEC_HEAD_DIM=96 -DTILEC_BLOCK_Q=128 -DTILEC_BLOCK_KV=64 -DTILEC_NUM_WARPS=4 -DTILEC_STAGES=2 -DTILEC_Q_IN_REGS=0 -DTILEC_SUB_KV=64|1
-bf16_d96_q128_kv64_w8_s2|-DTILEC_HEAD_DIM=96 -DTILEC_BLOCK_Q=128 -DTILEC_BLOCK_KV=64 -DTILEC_NUM_WARPS=8 -DTILEC_STAGES=2|1
-bf16_d96_q128_kv128_w8_s2|-DTILEC_HEAD_DIM=96 -DTILEC_BLOCK_Q=128 -DTILEC_BLOCK_KV=128 -DTILEC_NUM_WARPS=8 -DTILEC_STAGES=2|1
+bf16_d96_q128_kv64_w4_s2_eager|-DTILEC_HEAD_DIM=96 -DTILEC_BLOCK_Q=128 -DTILEC_BLOCK_KV=64 -DTILEC_NUM_WARPS=4 -DTILEC_STAGES=2 -DTILEC_RESCALE_TH=0.0f|1
+bf16_d96_q128_kv64_w4_s2_qreg|-DTILEC_HEAD_DIM=96 -DTILEC_BLOCK_Q=128 -DTILEC_BLOCK_KV=64 -DTILEC_NUM_WARPS=4 -DTILEC_STAGES=2 -DTILEC_Q_IN_REGS=1 -DTILEC_SUB_KV=32|1
 bf16_d128_q128_kv64_w4_s2|-DTILEC_HEAD_DIM=128 -DTILEC_BLOCK_Q=128 -DTILEC_BLOCK_KV=64 -DTILEC_NUM_WARPS=4 -DTILEC_STAGES=2|1
 bf16_d64_q128_kv64_w4_s2|-DTILEC_HEAD_DIM=64 -DTILEC_BLOCK_Q=128 -DTILEC_BLOCK_KV=64 -DTILEC_NUM_WARPS=4 -DTILEC_STAGES=2|1
+bf16_d96_q128_kv64_w8_s2|-DTILEC_HEAD_DIM=96 -DTILEC_BLOCK_Q=128 -DTILEC_BLOCK_KV=64 -DTILEC_NUM_WARPS=8 -DTILEC_STAGES=2|0
+bf16_d96_q128_kv128_w8_s2|-DTILEC_HEAD_DIM=96 -DTILEC_BLOCK_Q=128 -DTILEC_BLOCK_KV=128 -DTILEC_NUM_WARPS=8 -DTILEC_STAGES=2|0
 fp16_d96_q128_kv64_w4_s2|-DTILEC_DTYPE_FP16=1 -DTILEC_HEAD_DIM=96 -DTILEC_BLOCK_Q=128 -DTILEC_BLOCK_KV=64 -DTILEC_NUM_WARPS=4 -DTILEC_STAGES=2|0
 bf16_d256_q64_kv64_w4_s2|-DTILEC_HEAD_DIM=256 -DTILEC_BLOCK_Q=64 -DTILEC_BLOCK_KV=64 -DTILEC_NUM_WARPS=4 -DTILEC_STAGES=2|0
 bf16_d48_q64_kv32_w2_s4|-DTILEC_HEAD_DIM=48 -DTILEC_BLOCK_Q=64 -DTILEC_BLOCK_KV=32 -DTILEC_NUM_WARPS=2 -DTILEC_STAGES=4|0
@@ -62,7 +63,7 @@ for c in $CONFIGS; do
   [ -x "$BUILD/h_$c" ] || continue
   timeout 40 "$BUILD/h_$c" test >"$LOGS/test_$c.txt" 2>&1
   echo "  $c: exit $?"
-  grep -E "^(CONFIG|RESULT FAIL)|error|CUDA" "$LOGS/test_$c.txt" | head -8
+  grep -E "^RESULT FAIL|DIAG|error|CUDA" "$LOGS/test_$c.txt" | head -24
 done
 
 if [ -z "${SKIP_BENCH:-}" ]; then
@@ -77,12 +78,14 @@ fi
 
 if [ -z "${SKIP_SANITIZER:-}" ] && command -v compute-sanitizer >/dev/null; then
   first=$(echo $CONFIGS | awk '{print $1}')
-  for tool in memcheck racecheck; do
-    [ "$(elapsed)" -lt "$BUDGET" ] || { echo "(time budget spent, skipping sanitizer $tool)"; continue; }
-    echo "== compute-sanitizer $tool ($first, small cases)"
-    timeout 60 compute-sanitizer --tool $tool --error-exitcode 3 "$BUILD/h_$first" small \
-      >"$LOGS/sanitizer_$tool.txt" 2>&1
-    echo "  exit $?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Error|Hazard" "$LOGS/sanitizer_$tool.txt" | head -5
+  f32=$(echo $CONFIGS | tr ' ' '\n' | grep '^fp32' | head -1)
+  for job in "memcheck $first small" "racecheck $first small" "memcheck $f32 mid"; do
+    set -- $job
+    [ -n "${3:-}" ] && [ -x "$BUILD/h_$2" ] || continue
+    [ "$(elapsed)" -lt "$BUDGET" ] || { echo "(time budget spent, skipping sanitizer $1 $2)"; continue; }
+    echo "== compute-sanitizer $1 ($2, $3)"
+    timeout 60 compute-sanitizer --tool $1 --error-exitcode 3 "$BUILD/h_$2" $3 >"$LOGS/sanitizer_$1_$2.txt" 2>&1
+    echo "  exit $?"; grep -E "ERROR SUMMARY|RACECHECK SUMMARY|^RESULT|Error|Hazard" "$LOGS/sanitizer_$1_$2.txt" | head -6
   done
 fi
 
@@ -97,7 +100,7 @@ echo "== summary (after $(elapsed) s)"
   cat "$LOGS"/test_*.txt 2>/dev/null | grep "^RESULT" | \
     awk '{st=$2; cfg=$3; $1=$2=$3=""; print st "|" cfg "|" $0}' | \
     while IFS='|' read -r st cfg rest; do
-      name=$(echo "$rest" | sed -E 's/^ +//; s/ B=.*//'); nums=$(echo "$rest" | grep -oE "rel_l2=[^ ]+ lse_err=[^ ]+ nan_o=[^ ]+ masked_bad=[^ ]+")
+      name=$(echo "$rest" | sed -E 's/^ +//; s/ B=.*//'); nums=$(echo "$rest" | grep -oE "(rel_l2|lse_err|nan_o|nan_lse|masked_bad)=[^ ]+" | tr '\n' ' ')
       printf "%-6s %-40s %-28s %s\n" "$st" "$cfg" "$name" "$nums"
     done
   echo
@@ -107,6 +110,14 @@ echo "== summary (after $(elapsed) s)"
       printf "%-40s %-6s %9s %11s %11s %s\n", $2, $3, v["ms"], v["eff_TFLOPs"], v["dense_equiv_TFLOPs"], v["check"] }'
   echo
   grep -h "^CONFIG" "$LOGS"/test_*.txt 2>/dev/null | sed 's/device="[^"]*" //'
+  grep -h "2:6-nopred" "$LOGS"/bench_*.txt 2>/dev/null | sed -E 's/^BENCH ([^ ]+) +2:6-nopred.*ms=([^ ]+).*\((.*)\)/\1 2:6 partials-as-full ms=\2 (\3)/'
+  grep -h "^BENCH" "$LOGS"/bench_*.txt 2>/dev/null | grep -oE "^BENCH [^ ]+ +[^ ]+|sched_model=[^ ]+" | paste - - | grep sched | head -4
+  grep -h "NVRTC" "$LOGS/nvrtc.txt" 2>/dev/null
   fails=$(cat "$LOGS"/test_*.txt "$LOGS"/bench_*.txt 2>/dev/null | grep -cE "^RESULT FAIL|check=FAIL")
   echo "failures: $fails"
 } | tee "$LOGS/summary.txt"
+# The device tool returns at most 8 files: ship everything as one archive.
+if [ -n "${OUT:-}" ]; then
+  tar -C "$LOGS" -czf "$BUILD/logs.tgz" --exclude=logs.tgz . && mkdir -p "$OUT/keep" && mv "$BUILD/logs.tgz" "$OUT/keep/" \
+    && cp "$LOGS/summary.txt" "$OUT/keep/" && find "$OUT" -maxdepth 1 -type f -delete
+fi

@@ -68,26 +68,34 @@ static_assert(STAGES >= 2, "need at least double buffering");
 // Register plan. Per thread: O accumulator MT*DT*4, S chunk MT*SKV/2, Q
 // fragments MT*KD*4 if kept in registers. ptxas needs ~70 more for row state,
 // addresses, loop control and operand prefetch, so the big arrays get REG_BUDGET.
-// Q stays in registers when it fits next to a 32-key S chunk (d=96 128x64/4
-// warps: 96+48+32); otherwise it is re-read from smem each k-step (FA2 default).
-// SKV (keys per online-softmax step) is the largest divisor of BLOCK_KV that
-// fits: the plan's block size is untouched, only the softmax granularity.
+// SKV (keys per online-softmax step) is picked first: the largest divisor of
+// BLOCK_KV whose S chunk fits next to O with Q in smem (the plan's block size is
+// untouched, only the softmax granularity). Then Q stays in registers if it
+// still fits. Measured on H100 at d=96, 128x64, 4 warps: SKV=64 with Q re-read
+// from smem (FA2's choice, 357 TFLOP/s) beats Q in registers with SKV=32 (338).
+// d=128 gets SKV=32 + Q in smem (SKV=64 spills); d=64 gets SKV=64 + Q in regs.
 constexpr int REG_BUDGET = 184;
 constexpr int REG_ACC = MT * DT * 4, REG_Q = MT * KD * 4;
-#ifdef TILEC_Q_IN_REGS
-constexpr bool Q_IN_REGS = TILEC_Q_IN_REGS;
-#else
-constexpr bool Q_IN_REGS = REG_ACC + REG_Q + MT * (BKV < 32 ? BKV : 32) / 2 <= REG_BUDGET;
-#endif
 constexpr int pick_skv(int skv) {
-  return (skv <= 16 || (BKV % skv == 0 && REG_ACC + (Q_IN_REGS ? REG_Q : 0) + MT * skv / 2 <= REG_BUDGET))
-             ? skv
-             : pick_skv(skv - 16);
+  return (skv <= 16 || (BKV % skv == 0 && REG_ACC + MT * skv / 2 <= REG_BUDGET)) ? skv : pick_skv(skv - 16);
 }
 #ifdef TILEC_SUB_KV
 constexpr int SKV = TILEC_SUB_KV;
 #else
 constexpr int SKV = pick_skv(BKV);
+#endif
+#ifdef TILEC_Q_IN_REGS
+constexpr bool Q_IN_REGS = TILEC_Q_IN_REGS;
+#else
+constexpr bool Q_IN_REGS = REG_ACC + MT * SKV / 2 + REG_Q <= REG_BUDGET;
+#endif
+// Lazy rescaling threshold (log2 units): a row's reference max only moves when
+// the new max exceeds it by more than this, so P <= 2^8 (fine for bf16/fp16 and
+// fp32 sums) and O/l are rescaled a few times per row instead of on every change.
+#ifdef TILEC_RESCALE_TH
+constexpr float RESCALE_TH = TILEC_RESCALE_TH;  // 0: classic eager rescaling
+#else
+constexpr float RESCALE_TH = 8.0f;
 #endif
 constexpr int NCH = BKV / SKV;  // softmax steps per kv block
 constexpr int SNT = SKV / 8;    // 8-key n-tiles per step
@@ -350,7 +358,7 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
 
       // ---- online softmax (base-2, scale folded into one FFMA per score)
       float corr[MT][2];
-      bool grew = false;  // did any of this thread's row maxima change?
+      bool grew = false;  // did any of this thread's reference maxima move?
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
@@ -362,23 +370,29 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
           for (int w = 1; w < SNT; w *= 2)
 #pragma unroll
             for (int i = 0; i + w < SNT; i += 2 * w) red[i] = tilec_fmax(red[i], red[i + w]);
-          float mx = tilec_fmax(m_run[mt][hh], red[0]);
+          const float m_old = m_run[mt][hh];
+          float mx = tilec_fmax(m_old, red[0]);
           mx = tilec_fmax(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
           mx = tilec_fmax(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          // Move the reference max only past the threshold. Old max -inf: the
+          // difference is +inf, so the first finite max is always taken; both -inf:
+          // NaN compares false and the row stays at -inf.
+          const bool upd = (mx - m_old) * sl2 > RESCALE_TH;
+          const float m_new = upd ? mx : m_old;
           // Check_inf: a row that saw only masked scores keeps max -inf; subtract 0
           // instead so exp2(-inf - (-inf)) never produces NaN.
-          const float base = (mx == TILEC_NEG_INF) ? 0.f : mx * sl2;
-          corr[mt][hh] = tilec_exp2(m_run[mt][hh] * sl2 - base);  // 0 if the old max was -inf, 1 if unchanged
-          grew |= mx != m_run[mt][hh];
-          m_run[mt][hh] = mx;
+          const float base = (m_new == TILEC_NEG_INF) ? 0.f : m_new * sl2;
+          corr[mt][hh] = upd ? tilec_exp2(m_old * sl2 - base) : 1.f;  // 0 if the old max was -inf
+          grew |= upd;
+          m_run[mt][hh] = m_new;
 #pragma unroll
           for (int nt = 0; nt < SNT; ++nt) {
             s[mt][nt][2 * hh] = tilec_exp2(s[mt][nt][2 * hh] * sl2 - base);
             s[mt][nt][2 * hh + 1] = tilec_exp2(s[mt][nt][2 * hh + 1] * sl2 - base);
           }
         }
-      // Rescale O and l only if some row max of the warp moved: once the maxima
-      // settle this skips MT*DT*4 FMULs per chunk. Skipping is exact (corr == 1).
+      // Rescale O and l only if some reference max of the warp moved; otherwise
+      // all corr == 1 and the MT*DT*4 FMULs are skipped (warp-uniform branch).
       if (__any_sync(0xffffffffu, grew)) {
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
