@@ -26,6 +26,8 @@ export function referenceAttention(
   shape: AttentionShape,
   allowed: (qi: number, ki: number) => boolean,
   scale = 1 / Math.sqrt(shape.headDim),
+  /** Only these query rows (all when omitted): lets tests check long sequences on a sample. */
+  rows?: readonly number[],
 ): ReferenceResult {
   const { batch, seqLen: n, heads, kvHeads, headDim: d } = shape;
   if (heads % kvHeads !== 0) throw new RangeError(`kvHeads (${kvHeads}) must divide heads (${heads})`);
@@ -39,7 +41,7 @@ export function referenceAttention(
   for (let b = 0; b < batch; b++) {
     for (let h = 0; h < heads; h++) {
       const hk = Math.floor(h / group);
-      for (let i = 0; i < n; i++) {
+      for (const i of rows ?? allRows(n)) {
         let max = -Infinity;
         const qo = qi(b, i, h);
         for (let j = 0; j < n; j++) {
@@ -74,6 +76,10 @@ export function referenceAttention(
     }
   }
   return { out, lse };
+}
+
+function* allRows(n: number): Generator<number> {
+  for (let i = 0; i < n; i++) yield i;
 }
 
 /** ‖a − b‖₂ / ‖b‖₂ over finite values; NaN anywhere in `a` makes the error NaN (never a pass). */

@@ -1,0 +1,136 @@
+// One C-style renderer for the element mask, shared by every target; each target is a small table
+// of spellings (tinygrad's renderer pattern). The mask becomes a function of two token indices that
+// decodes only the coordinates the mask reads.
+import type { TokenDecode } from "../compiler/lower.ts";
+import type { MaskExpr } from "../compiler/maskExpr.ts";
+
+export interface CTarget {
+  /** `int` / `i32` */
+  readonly int: string;
+  readonly bool: string;
+  /** Declares an immutable local: (type, name, value) → statement. */
+  readonly let: (type: string, name: string, value: string) => string;
+  /** Function signature for (q, k) → bool. */
+  readonly signature: (name: string) => string;
+  readonly select: (c: string, a: string, b: string) => string;
+  readonly min: string;
+  readonly max: string;
+  readonly abs: string;
+  /** Helper definitions the rendered expressions call (floor division and modulo). */
+  readonly helpers: string;
+}
+
+export const CUDA_C: CTarget = {
+  int: "int",
+  bool: "bool",
+  let: (t, n, v) => `const ${t} ${n} = ${v};`,
+  signature: (n) => `__device__ __forceinline__ bool ${n}(int q, int k)`,
+  select: (c, a, b) => `(${c} ? ${a} : ${b})`,
+  min: "min",
+  max: "max",
+  abs: "abs",
+  helpers: `// Floor division and modulo by a positive constant (C's / and % truncate toward zero).
+__device__ __forceinline__ int tilec_floordiv(int a, int b) { return a >= 0 ? a / b : -((b - 1 - a) / b); }
+__device__ __forceinline__ int tilec_floormod(int a, int b) { return a - tilec_floordiv(a, b) * b; }`,
+};
+
+/** Renders `bool NAME(int q, int k)` for a mask. */
+export function renderMaskFunction(name: string, mask: MaskExpr, decode: TokenDecode, t: CTarget): string {
+  const lines: string[] = [];
+  for (const side of ["q", "k"] as const) {
+    const used = decode[side];
+    if (used.size === 0) continue;
+    const needVideo = used.has("frame") || used.has("row") || used.has("col") || used.has("text");
+    if (!needVideo) continue;
+    lines.push(t.let(t.int, `${side}_v`, decode.videoStart ? `${side} - ${decode.videoStart}` : side));
+    lines.push(t.let(t.bool, `${side}_text`, `${side}_v < 0 || ${side}_v >= ${decode.videoTokens}`));
+    if (used.has("frame"))
+      lines.push(
+        t.let(t.int, `${side}_frame`, t.select(`${side}_text`, "-1", `${side}_v / ${decode.frameTokens}`)),
+      );
+    if (used.has("row"))
+      lines.push(
+        t.let(
+          t.int,
+          `${side}_row`,
+          t.select(`${side}_text`, "-1", `(${side}_v / ${decode.width}) % ${decode.height}`),
+        ),
+      );
+    if (used.has("col"))
+      lines.push(t.let(t.int, `${side}_col`, t.select(`${side}_text`, "-1", `${side}_v % ${decode.width}`)));
+  }
+  const body: string[] = [];
+  let n = 0;
+  const memo = new Map<MaskExpr, string>();
+  const emit = (x: MaskExpr): string => {
+    const hit = memo.get(x);
+    if (hit) return hit;
+    let v: string;
+    switch (x.op) {
+      case "int":
+        v = String(x.value);
+        break;
+      case "bool":
+        v = x.value ? "true" : "false";
+        break;
+      case "coord":
+        v = x.coord === "index" ? x.side : `${x.side}_${x.coord}`;
+        break;
+      case "text":
+        v = `${x.side}_text`;
+        break;
+      default: {
+        const a = x.args.map(emit);
+        const expr = op(x.op, a, t);
+        // Name shared subexpressions; inline the rest so the output reads like the spec.
+        v = `(${expr})`;
+        if (x.args.length > 2 || expr.length > 60) {
+          const isBool = ["and", "or", "not", "eq", "ne", "lt", "le", "gt", "ge"].includes(x.op);
+          const name = `t${n++}`;
+          body.push(t.let(isBool ? t.bool : t.int, name, expr));
+          v = name;
+        }
+      }
+    }
+    memo.set(x, v);
+    return v;
+  };
+  const result = emit(mask);
+  return `${t.signature(name)} {\n${[...lines, ...body].map((l) => `  ${l}`).join("\n")}${lines.length + body.length ? "\n" : ""}  return ${result};\n}`;
+}
+
+function op(name: string, a: string[], t: CTarget): string {
+  switch (name) {
+    case "add":
+      return `${a[0]} + ${a[1]}`;
+    case "sub":
+      return `${a[0]} - ${a[1]}`;
+    case "mul":
+      return `${a[0]} * ${a[1]}`;
+    case "div":
+      return `tilec_floordiv(${a[0]}, ${a[1]})`;
+    case "mod":
+      return `tilec_floormod(${a[0]}, ${a[1]})`;
+    case "neg":
+      return `-${a[0]}`;
+    case "abs":
+      return `${t.abs}(${a[0]})`;
+    case "min":
+      return `${t.min}(${a[0]}, ${a[1]})`;
+    case "max":
+      return `${t.max}(${a[0]}, ${a[1]})`;
+    case "select":
+      return t.select(a[0]!, a[1]!, a[2]!);
+    case "and":
+      return a.join(" && ");
+    case "or":
+      return a.join(" || ");
+    case "not":
+      return `!${a[0]}`;
+    default: {
+      const sym = { eq: "==", ne: "!=", lt: "<", le: "<=", gt: ">", ge: ">=" }[name];
+      if (!sym) throw new Error(`cexpr: unknown op ${name}`);
+      return `${a[0]} ${sym} ${a[1]}`;
+    }
+  }
+}

@@ -1,0 +1,155 @@
+// The user-facing call: `const attn = await compile(spec, { target: "cuda" }); attn.run(q, k, v, out)`.
+// Compiles a spec's kernel through the pipeline (plan → IR → CUDA source → NVRTC, disk-cached), uploads
+// the plan's CSR lists once, and launches with strides for [batch, seq, heads, dim] or
+// [batch, heads, seq, dim] tensors.
+import { emitCuda, PARAMS_BYTES, type CudaKernelSource } from "../backends/cuda/emit.ts";
+import { CUDA_ARCHS, type CudaArch } from "../backends/cuda/target.ts";
+import type { CheckedSpec } from "../compiler/check.ts";
+import { lowerKernel, type KernelConfig, type KernelIR } from "../compiler/lower.ts";
+import { compileSpec, planKernel } from "../compiler/pipeline.ts";
+import { renderDiagnostics } from "../grammar/index.ts";
+import { CudaDevice, DeviceBuffer, type CudaKernel, type Stream } from "./cuda/device.ts";
+import { compileNvrtcCachedAsync } from "./cuda/nvrtcCache.ts";
+
+export interface CompileOptions {
+  readonly target: "cuda";
+  /** Which kernel of the spec; required when the spec has more than one. */
+  readonly kernel?: string;
+  readonly config?: KernelConfig;
+  readonly arch?: CudaArch;
+  readonly file?: string;
+  readonly cacheDir?: string;
+}
+
+export type TensorLayout = "bshd" | "bhsd";
+
+export interface RunOptions {
+  /** float32 [batch, heads, seq]; written when given. */
+  readonly lse?: DeviceBuffer<"fp32">;
+  /** Memory order of q, k, v and out (default [batch, seq, heads, dim]). */
+  readonly layout?: TensorLayout;
+  readonly stream?: Stream | null;
+}
+
+// -default-device: the templates use constexpr helper functions without __device__ (fine for nvcc).
+export const NVRTC_OPTIONS = ["-std=c++17", "-lineinfo", "-default-device"];
+
+/** Nearest architecture tilec has limits for, at or below the device's. */
+export function archFor(deviceArch: string): CudaArch {
+  const cc = Number(deviceArch.replace("sm_", ""));
+  const known = CUDA_ARCHS.filter((a) => Number(a.slice(3)) <= cc);
+  if (!known.length) throw new Error(`tilec's CUDA kernels need sm_80 or newer; this GPU is ${deviceArch}`);
+  return known[known.length - 1]!;
+}
+
+export class CudaAttention {
+  private readonly planBuffers: DeviceBuffer<"i32">[];
+
+  constructor(
+    readonly ir: KernelIR,
+    readonly compiled: CudaKernelSource,
+    private readonly kernel: CudaKernel,
+    device: CudaDevice,
+  ) {
+    const p = ir.plan;
+    this.planBuffers = [p.full.offsets, p.full.indices, p.partial.offsets, p.partial.indices].map((a) =>
+      device.fromHost(a, "i32"),
+    );
+  }
+
+  /** Element strides (batch, seq, head) of a tensor with `heads` heads in the given layout. */
+  strides(heads: number, layout: TensorLayout): [number, number, number] {
+    const { seqLen: s, headDim: d } = this.ir;
+    return layout === "bshd" ? [s * heads * d, heads * d, d] : [heads * s * d, d, s * d];
+  }
+
+  /** Packs `struct TilecParams` (templates/ptx.cuh) into its 184 bytes. */
+  params(
+    q: DeviceBuffer,
+    k: DeviceBuffer,
+    v: DeviceBuffer,
+    out: DeviceBuffer,
+    lse: DeviceBuffer | undefined,
+    layout: TensorLayout,
+  ): Uint8Array {
+    const bytes = new Uint8Array(PARAMS_BYTES);
+    const view = new DataView(bytes.buffer);
+    let at = 0;
+    const ptr = (p: bigint) => {
+      view.setBigUint64(at, p, true);
+      at += 8;
+    };
+    for (const b of [q, k, v, out]) ptr(b.ptr);
+    ptr(lse ? lse.ptr : 0n);
+    const { heads, kvHeads } = this.ir;
+    for (const h of [heads, kvHeads, kvHeads, heads]) for (const s of this.strides(h, layout)) ptr(BigInt(s));
+    view.setInt32(at, this.ir.seqLen, true);
+    view.setInt32(at + 4, heads, true);
+    view.setInt32(at + 8, kvHeads, true);
+    view.setFloat32(at + 12, this.ir.scale * Math.LOG2E, true);
+    at += 16;
+    for (const b of this.planBuffers) ptr(b.length ? b.ptr : 0n);
+    if (at !== PARAMS_BYTES)
+      throw new Error(`TilecParams packing wrote ${at} bytes, expected ${PARAMS_BYTES}`);
+    return bytes;
+  }
+
+  run(q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, out: DeviceBuffer, options: RunOptions = {}): void {
+    const { batch, seqLen, heads, kvHeads, headDim, dtype } = this.ir;
+    const want = (b: DeviceBuffer, h: number, name: string) => {
+      const n = batch * seqLen * h * headDim;
+      if (b.dtype !== dtype)
+        throw new TypeError(`${name} is ${b.dtype}, but kernel '${this.ir.name}' takes ${dtype}`);
+      if (b.length < n)
+        throw new RangeError(
+          `${name} holds ${b.length} elements, needs ${n} (${batch}×${seqLen}×${h}×${headDim})`,
+        );
+    };
+    want(q, heads, "q");
+    want(k, kvHeads, "k");
+    want(v, kvHeads, "v");
+    want(out, heads, "out");
+    if (options.lse && options.lse.length < batch * heads * seqLen)
+      throw new RangeError(`lse needs ${batch * heads * seqLen} floats`);
+    const params = this.params(q, k, v, out, options.lse, options.layout ?? "bshd");
+    const { grid, block, sharedBytes } = this.compiled.launch;
+    this.kernel.launch({ grid, block, sharedBytes, stream: options.stream ?? null }, [
+      { bytes: params, align: 8 },
+    ]);
+  }
+
+  free(): void {
+    for (const b of this.planBuffers) b.free();
+  }
+}
+
+/** Compiles one kernel of a spec (text or checked) for the current CUDA device. */
+export async function compile(spec: string | CheckedSpec, options: CompileOptions): Promise<CudaAttention> {
+  const file = options.file ?? "<spec>";
+  let checked: CheckedSpec;
+  if (typeof spec === "string") {
+    const r = compileSpec(spec, file);
+    if (!r.spec) throw new Error(`the spec has errors:\n${renderDiagnostics(r.diagnostics, r.sources)}`);
+    checked = r.spec;
+  } else checked = spec;
+  const names = [...checked.kernels.keys()];
+  const name = options.kernel ?? (names.length === 1 ? names[0] : undefined);
+  if (!name)
+    throw new Error(`the spec has ${names.length} kernels (${names.join(", ")}): pass { kernel: NAME }`);
+  const ks = checked.kernels.get(name);
+  if (!ks) throw new Error(`the spec has no kernel '${name}'; it has ${names.join(", ")}`);
+  const device = CudaDevice.open();
+  const arch = options.arch ?? archFor(device.arch);
+  const ir = lowerKernel(planKernel(ks), checked.file, options.config);
+  const src = emitCuda(ir, arch);
+  const out = await compileNvrtcCachedAsync(src.source, {
+    arch: device.arch,
+    name: `${ir.entry}.cu`,
+    cacheDir: options.cacheDir,
+    extraOptions: NVRTC_OPTIONS,
+  });
+  const image = out.cubin ?? out.ptx;
+  if (!image) throw new Error(`NVRTC returned no code for ${ir.entry}`);
+  const kernel = device.loadModule(image).getKernel(ir.entry);
+  return new CudaAttention(ir, src, kernel, device);
+}
