@@ -6,6 +6,10 @@ import type { KernelSpec } from "../compiler/check.ts";
 import { planKernel, type KernelPlan } from "../compiler/pipeline.ts";
 import { planAscii, planSvg } from "../compiler/planPicture.ts";
 import { describeLayout } from "../compiler/layout.ts";
+import { lowerKernel } from "../compiler/lower.ts";
+import { CudaConfigError, cudaManifest, emitCuda } from "../backends/cuda/emit.ts";
+import { findNvcc, nvccCompile } from "../backends/cuda/nvcc.ts";
+import { CUDA_ARCHS, type CudaArch } from "../backends/cuda/target.ts";
 import {
   EXIT_DIAGNOSTICS,
   EXIT_OK,
@@ -105,19 +109,52 @@ function planCommand(
   return EXIT_OK;
 }
 
-function emitCommand(file: string, opts: { target: string; kernel?: string; out: string }): number {
+function emitCommand(
+  file: string,
+  opts: { target: string; kernel?: string; out: string; arch: CudaArch },
+): number {
   const kernels = kernelsOf(file, opts.kernel);
   if (typeof kernels === "number") return kernels;
   mkdirSync(opts.out, { recursive: true });
   const written: string[] = [];
+  const write = (name: string, text: string) => {
+    const path = join(opts.out, name);
+    writeFileSync(path, text);
+    written.push(path);
+  };
+  let failed = false;
   for (const k of kernels) {
     const p = planKernel(k);
-    const path = join(opts.out, `${k.name}.plan.json`);
-    writeFileSync(path, JSON.stringify(planJson(p, true)) + "\n");
-    written.push(path);
+    if (opts.target === "plan") {
+      write(`${k.name}.plan.json`, JSON.stringify(planJson(p, true)) + "\n");
+      continue;
+    }
+    const ir = lowerKernel(p, file);
+    let src;
+    try {
+      src = emitCuda(ir, opts.arch);
+    } catch (e) {
+      if (!(e instanceof CudaConfigError)) throw e;
+      process.stderr.write(`${file}: ${e.message}\n`);
+      failed = true;
+      continue;
+    }
+    const cu = `${k.name}.cu`;
+    write(cu, src.source);
+    const files: Record<string, string> = { source: cu };
+    if (findNvcc()) {
+      for (const ext of ["ptx", "cubin"] as const) {
+        nvccCompile(join(opts.out, cu), join(opts.out, `${k.name}.${ext}`), opts.arch);
+        files[ext] = `${k.name}.${ext}`;
+        written.push(join(opts.out, files[ext]!));
+      }
+    }
+    write(`${k.name}.manifest.json`, JSON.stringify(cudaManifest(ir, src, files)) + "\n");
   }
+  if (opts.target === "cuda" && !findNvcc())
+    process.stdout.write("nvcc not found: wrote CUDA sources only (no .ptx/.cubin)\n");
   process.stdout.write(written.map((w) => `wrote ${w}`).join("\n") + "\n");
-  return EXIT_OK;
+  return failed ? EXIT_DIAGNOSTICS : EXIT_OK;
 }
 
 function checkCommand(files: string[]): number {
@@ -160,7 +197,8 @@ export function buildProgram(setCode: (c: number) => void): Command {
     .command("emit")
     .description("write compiled artifacts for a spec's kernels")
     .argument("<file>", ".tile file")
-    .addOption(new Option("-t, --target <target>", "what to emit").choices(["plan"]).default("plan"))
+    .addOption(new Option("-t, --target <target>", "what to emit").choices(["cuda", "plan"]).default("cuda"))
+    .addOption(new Option("--arch <arch>", "CUDA architecture").choices([...CUDA_ARCHS]).default("sm_90"))
     .option("-k, --kernel <name>", "only this kernel")
     .requiredOption("-o, --out <dir>", "output directory")
     .action((file: string, opts) => setCode(emitCommand(file, opts)));

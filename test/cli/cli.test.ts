@@ -67,7 +67,16 @@ describe("tilec CLI", () => {
   });
   it("emit --target plan writes plan JSON with CSR lists", () => {
     const dir = mkdtempSync(join(tmpdir(), "tilec-"));
-    const r = run(["emit", "examples/efficient-vdit/osp29.tile", "-k", "tile_1_7", "-o", dir]);
+    const r = run([
+      "emit",
+      "examples/efficient-vdit/osp29.tile",
+      "--target",
+      "plan",
+      "-k",
+      "tile_1_7",
+      "-o",
+      dir,
+    ]);
     expect(r.code).toBe(0);
     const j = JSON.parse(readFileSync(join(dir, "tile_1_7.plan.json"), "utf8"));
     expect(j.full.offsets).toHaveLength(226);

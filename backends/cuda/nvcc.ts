@@ -1,0 +1,60 @@
+// Ahead-of-time compilation with nvcc, where it is installed: .ptx and .cubin for a build step, and
+// ptxas's resource report (registers, spills) for CI. No GPU is needed for any of this.
+import { execFileSync, spawnSync } from "node:child_process";
+
+export interface PtxasReport {
+  readonly registers: number;
+  readonly spillStores: number;
+  readonly spillLoads: number;
+  readonly stackFrame: number;
+  readonly log: string;
+}
+
+let nvccPath: string | null | undefined;
+
+/** Path of nvcc, or null (cached). Honors $NVCC, then $PATH, then /usr/local/cuda/bin. */
+export function findNvcc(): string | null {
+  if (nvccPath !== undefined) return nvccPath;
+  const candidates = [process.env.NVCC, "nvcc", "/usr/local/cuda/bin/nvcc"].filter((c): c is string => !!c);
+  nvccPath = candidates.find((c) => spawnSync(c, ["--version"], { stdio: "ignore" }).status === 0) ?? null;
+  return nvccPath;
+}
+
+export const NVCC_FLAGS = ["-O3", "-std=c++17", "-lineinfo"];
+
+/** Compiles `cuFile` to `out` (`.ptx` or `.cubin` by extension) and returns ptxas's report for cubins. */
+export function nvccCompile(cuFile: string, out: string, arch: string): PtxasReport | undefined {
+  const nvcc = findNvcc();
+  if (!nvcc) throw new Error("nvcc is not installed (set $NVCC or put it on $PATH)");
+  const kind = out.endsWith(".ptx") ? "-ptx" : "-cubin";
+  const args = [
+    ...NVCC_FLAGS,
+    `-arch=${arch}`,
+    kind,
+    ...(kind === "-cubin" ? ["-Xptxas", "-v"] : []),
+    cuFile,
+    "-o",
+    out,
+  ];
+  const r = spawnSync(nvcc, args, { encoding: "utf8" });
+  const log = `${r.stdout ?? ""}${r.stderr ?? ""}`;
+  if (r.status !== 0) throw new Error(`nvcc failed on ${cuFile} (${arch}):\n${log}`);
+  return kind === "-cubin" ? parsePtxas(log) : undefined;
+}
+
+export function parsePtxas(log: string): PtxasReport {
+  const num = (re: RegExp) => Number(re.exec(log)?.[1] ?? NaN);
+  return {
+    registers: num(/Used (\d+) registers/),
+    spillStores: num(/(\d+) bytes spill stores/),
+    spillLoads: num(/(\d+) bytes spill loads/),
+    stackFrame: num(/(\d+) bytes stack frame/),
+    log,
+  };
+}
+
+export function nvccVersion(): string | undefined {
+  const nvcc = findNvcc();
+  if (!nvcc) return undefined;
+  return /release ([\d.]+)/.exec(execFileSync(nvcc, ["--version"], { encoding: "utf8" }))?.[1];
+}

@@ -1,0 +1,41 @@
+// CI's compile check: every example kernel through nvcc for sm_80 and sm_90 (no GPU needed), failing
+// on any spill to local memory. Skips, saying so, where nvcc is not installed.
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { describe, expect, it } from "vitest";
+import { emitCuda } from "../../backends/cuda/emit.ts";
+import { findNvcc, nvccCompile } from "../../backends/cuda/nvcc.ts";
+import { lowerKernel } from "../../compiler/lower.ts";
+import { compileSpec, planKernel } from "../../compiler/pipeline.ts";
+
+const nvcc = findNvcc();
+const files = readdirSync("examples", { recursive: true, withFileTypes: true })
+  .filter((e) => e.isFile() && e.name.endsWith(".tile"))
+  .map((e) => join(e.parentPath, e.name))
+  .sort();
+
+describe.skipIf(!nvcc)(
+  `nvcc resource check${nvcc ? "" : " (skipped: nvcc not found; only this check is skipped)"}`,
+  () => {
+    for (const arch of ["sm_80", "sm_90"] as const) {
+      it.each(files)(
+        `%s compiles for ${arch} without spills`,
+        (file) => {
+          const spec = compileSpec(readFileSync(file, "utf8"), file).spec!;
+          const dir = mkdtempSync(join(tmpdir(), "tilec-nvcc-"));
+          for (const k of spec.kernels.values()) {
+            const src = emitCuda(lowerKernel(planKernel(k), file), arch);
+            const cu = join(dir, `${k.name}.cu`);
+            writeFileSync(cu, src.source);
+            const report = nvccCompile(cu, join(dir, `${k.name}.cubin`), arch)!;
+            expect(report.spillStores, `${file} ${k.name} ${arch}:\n${report.log}`).toBe(0);
+            expect(report.spillLoads, `${file} ${k.name} ${arch}`).toBe(0);
+            expect(report.registers).toBeLessThanOrEqual(255);
+          }
+        },
+        300_000,
+      );
+    }
+  },
+);
