@@ -187,9 +187,10 @@ static void setup_kernel_once() {
 // Runs the kernel (reps timed launches after warmup if reps > 0) and returns O/lse.
 static DevRun run_device(const Problem& P, const Plan& plan, int reps, int warmup) {
   setup_kernel_once();
-  const int mode = P.mode;
   const unsigned long long magic = tilec_test_magic_for(P.ft);
-  CK(cudaMemcpyToSymbol(tilec_test_mode, &mode, sizeof(int)));
+  unsigned rows[8];
+  for (unsigned f = 0; f < 8; ++f) rows[f] = tilec_test_row_bits(P.mode, f);
+  CK(cudaMemcpyToSymbol(tilec_test_rows, rows, sizeof(rows)));
   CK(cudaMemcpyToSymbol(tilec_test_magic, &magic, sizeof(magic)));
   const size_t nq = P.q.size(), nk = P.k.size();
   elem_t *dq, *dk, *dv, *dout;
@@ -383,6 +384,7 @@ static std::string cfg_name() {
 #if !defined(TILEC_DTYPE_FP32)
   snprintf(buf, sizeof buf, "_qr%d_skv%d", (int)tilec_fa::Q_IN_REGS, tilec_fa::SKV);
   s += buf;
+  if (tilec_fa::RESCALE_TH != 8.0f) s += "_th" + std::to_string((int)tilec_fa::RESCALE_TH);
 #endif
   return s;
 }

@@ -28,25 +28,31 @@
 #endif
 #define TILEC_KERNEL_NAME tilec_attn_test
 
-__constant__ int tilec_test_mode;
 __constant__ unsigned long long tilec_test_magic;  // ceil(2^40 / frame_tokens)
+__constant__ unsigned tilec_test_rows[8];          // bit fk of row fq: frame fq may see frame fk
 
 // frame(t) = t / frame_tokens via a 64-bit multiply by ceil(2^40 / frame_tokens):
 // exact while t < 2^40 / frame_tokens (here t < 2^20, frame_tokens < 2^16).
 __host__ __device__ __forceinline__ unsigned long long tilec_test_magic_for(int frame_tokens) {
   return ((1ull << 40) + (unsigned long long)frame_tokens - 1) / (unsigned long long)frame_tokens;
 }
-
-// Shared by the device mask and the host planner / reference. Branch-free, like
-// the generated masks: frames 0 and 4 are global (bit mask 0x11).
-__host__ __device__ __forceinline__ bool tilec_test_allowed(int q, int k, int mode, unsigned long long magic) {
-  const unsigned fq = (unsigned)(((unsigned long long)q * magic) >> 40);
-  const unsigned fk = (unsigned)(((unsigned long long)k * magic) >> 40);
-  const bool global = ((0x11u >> (fq & 31)) | (0x11u >> (fk & 31))) & 1u;
-  const bool allowed = (mode == 0) | (fq == fk) | global;
-  return allowed & !((mode == 2) & (fq == 3));
+__host__ __device__ __forceinline__ unsigned tilec_test_frame(int t, unsigned long long magic) {
+  return (unsigned)(((unsigned long long)t * magic) >> 40) & 7u;
+}
+// 8x8 frame-pair table for a mode (global frames {0, 4} = bit mask 0x11).
+__host__ __device__ __forceinline__ unsigned tilec_test_row_bits(int mode, unsigned fq) {
+  if (mode == 0) return 0xffu;
+  if (mode == 2 && fq == 3) return 0u;
+  return ((0x11u >> fq) & 1u) ? 0xffu : ((1u << fq) | 0x11u);
 }
 
+// Host side (planner and reference).
+__host__ __device__ __forceinline__ bool tilec_test_allowed(int q, int k, int mode, unsigned long long magic) {
+  return (tilec_test_row_bits(mode, tilec_test_frame(q, magic)) >> tilec_test_frame(k, magic)) & 1u;
+}
+
+// Device side: the same function as a table lookup per row and a shift per
+// element, branch-free like a generated mask.
 __device__ __forceinline__ bool tilec_mask(int q, int k) {
-  return tilec_test_allowed(q, k, tilec_test_mode, tilec_test_magic);
+  return (tilec_test_rows[tilec_test_frame(q, tilec_test_magic)] >> tilec_test_frame(k, tilec_test_magic)) & 1u;
 }

@@ -175,21 +175,26 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, 1) TILEC_KERN
             s[i][c] += qv.x * kv[c].x + qv.y * kv[c].y + qv.z * kv[c].z + qv.w * kv[c].w;
         }
       }
-      // ---- predicates (partial blocks: mask + key bound; full blocks: key bound if ragged)
+      // ---- predicates (partial blocks: mask + key bound; full blocks: key bound if
+      // ragged). Branch-free, with tilec_mask's arguments clamped into [0, seq).
       if (partial || kc0 + SKV > seq) {
 #pragma unroll
         for (int c = 0; c < CT; ++c) {
           const int kc = kc0 + cl + 8 * c;
+          const bool k_ok = kc < seq;
 #pragma unroll
           for (int i = 0; i < RT; ++i) {
             const int qr = q0 + wrow0 + rl + 4 * i;
-            const bool ok = kc < seq && (!partial || (qr < seq && tilec_mask(qr, kc)));
-            if (!ok) s[i][c] = TILEC_NEG_INF;
+            const bool q_ok = qr < seq;
+            const bool ok = k_ok & (!partial | (q_ok & tilec_mask(q_ok ? qr : seq - 1, k_ok ? kc : seq - 1)));
+            s[i][c] = ok ? s[i][c] : TILEC_NEG_INF;
           }
         }
       }
       // ---- online softmax; P to this warp's smem rows
       __syncwarp();  // previous step's P.V reads of sP are done
+      float corr[RT];
+      bool grew = false;
 #pragma unroll
       for (int i = 0; i < RT; ++i) {
         float mx = m_run[i];
@@ -198,8 +203,13 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, 1) TILEC_KERN
         mx = tilec_fmax(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = tilec_fmax(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         mx = tilec_fmax(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
-        const float base = (mx == TILEC_NEG_INF) ? 0.f : mx * sl2;  // Check_inf
-        const float corr = tilec_exp2(m_run[i] * sl2 - base);
+        // base rounded once (mul.rn) and reused for P, the rescale factor and lse;
+        // corr is exactly 1 while the max is unchanged, so no drift accumulates
+        // over thousands of steps (a fused m*c - base would leave a residual that
+        // compounds into a visible lse error). Check_inf: -inf max -> base 0.
+        const float base = (mx == TILEC_NEG_INF) ? 0.f : tilec_mul_rn(mx, sl2);
+        corr[i] = (mx == m_run[i]) ? 1.f : tilec_exp2(tilec_mul_rn(m_run[i], sl2) - base);
+        grew |= mx != m_run[i];
         m_run[i] = mx;
         float sum = 0.f;
 #pragma unroll
@@ -208,12 +218,16 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, 1) TILEC_KERN
           sum += e;
           sP[(rl + 4 * i) * PP + cl + 8 * c] = e;
         }
-        l_run[i] = l_run[i] * corr + sum;
+        l_run[i] = l_run[i] * corr[i] + sum;
+      }
+      if (__any_sync(0xffffffffu, grew)) {
 #pragma unroll
-        for (int jd = 0; jd < DJ; ++jd) {
-          acc[i][jd][0] *= corr;
-          acc[i][jd][1] *= corr;
-        }
+        for (int i = 0; i < RT; ++i)
+#pragma unroll
+          for (int jd = 0; jd < DJ; ++jd) {
+            acc[i][jd][0] *= corr[i];
+            acc[i][jd][1] *= corr[i];
+          }
       }
       __syncwarp();
       // ---- O += P V
@@ -247,7 +261,8 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, 1) TILEC_KERN
     const float inv = l > 0.f ? 1.0f / l : 0.f;  // fully masked row (or empty list): O = 0
     const int r = wrow0 + rl + 4 * i;
     if (q0 + r < seq) {
-      if (lse && cl == 0) lse[q0 + r] = l > 0.f ? (m_run[i] * sl2 + tilec_log2(l)) * TILEC_LN2 : TILEC_NEG_INF;
+      if (lse && cl == 0)
+        lse[q0 + r] = l > 0.f ? (tilec_mul_rn(m_run[i], sl2) + tilec_log2(l)) * TILEC_LN2 : TILEC_NEG_INF;
 #pragma unroll
       for (int jd = 0; jd < DJ; ++jd) {
         F2 v;

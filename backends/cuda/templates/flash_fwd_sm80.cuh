@@ -331,19 +331,26 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
 
       // ---- element predicates: only partial blocks and the ragged last block pay
       if (partial) {
-        // column-major walk: one key's index math is shared by this thread's rows
+        // Branch-free: && would short-circuit into a branch + convergence barrier
+        // per element (3x the cost of a full block in SASS). tilec_mask is instead
+        // always evaluated, on indices clamped into [0, seq) so generated masks that
+        // index tables stay in bounds, and the bounds are AND-ed in afterwards.
+        // Column-major walk: one key's index math is shared by this thread's rows.
 #pragma unroll
         for (int nt = 0; nt < SNT; ++nt)
 #pragma unroll
           for (int cc = 0; cc < 2; ++cc) {
             const int kc = kc0 + nt * 8 + 2 * t + cc;
+            const bool k_ok = kc < seq;
+            const int kcl = k_ok ? kc : seq - 1;
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
               for (int hh = 0; hh < 2; ++hh) {
                 const int qr = q0 + wrow0 + mt * 16 + g + hh * 8;
-                // rows past seq_len are never stored; keep tilec_mask's arguments in range
-                if (!(qr < seq && kc < seq && tilec_mask(qr, kc))) s[mt][nt][2 * hh + cc] = TILEC_NEG_INF;
+                const bool q_ok = qr < seq;  // rows past seq_len are computed, never stored
+                const bool ok = q_ok & k_ok & tilec_mask(q_ok ? qr : seq - 1, kcl);
+                s[mt][nt][2 * hh + cc] = ok ? s[mt][nt][2 * hh + cc] : TILEC_NEG_INF;
               }
           }
       } else if (kc0 + SKV > seq) {
@@ -381,8 +388,10 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
           const float m_new = upd ? mx : m_old;
           // Check_inf: a row that saw only masked scores keeps max -inf; subtract 0
           // instead so exp2(-inf - (-inf)) never produces NaN.
-          const float base = (m_new == TILEC_NEG_INF) ? 0.f : m_new * sl2;
-          corr[mt][hh] = upd ? tilec_exp2(m_old * sl2 - base) : 1.f;  // 0 if the old max was -inf
+          // base = m*scale_log2 rounded once (mul.rn, never fused) so that P, the
+          // rescale factor and lse all see the very same reference value.
+          const float base = (m_new == TILEC_NEG_INF) ? 0.f : tilec_mul_rn(m_new, sl2);
+          corr[mt][hh] = upd ? tilec_exp2(tilec_mul_rn(m_old, sl2) - base) : 1.f;  // 0 if the old max was -inf
           grew |= upd;
           m_run[mt][hh] = m_new;
 #pragma unroll
@@ -450,7 +459,7 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
       const float inv = l > 0.f ? tilec_rcp(l) : 0.f;  // fully masked row: acc == 0 -> O = 0
       const int r = wrow0 + mt * 16 + g + hh * 8;
       if (lse && t == 0 && q0 + r < seq)
-        lse[q0 + r] = l > 0.f ? (m_run[mt][hh] * sl2 + tilec_log2(l)) * TILEC_LN2 : TILEC_NEG_INF;
+        lse[q0 + r] = l > 0.f ? (tilec_mul_rn(m_run[mt][hh], sl2) + tilec_log2(l)) * TILEC_LN2 : TILEC_NEG_INF;
 #pragma unroll
       for (int dt = 0; dt < DT; ++dt) {
         const u32 v = TILEC_PACK(acc[mt][dt][2 * hh] * inv, acc[mt][dt][2 * hh + 1] * inv);

@@ -152,6 +152,13 @@ __device__ __forceinline__ float tilec_log2(float x) {
   asm("lg2.approx.ftz.f32 %0, %1;\n" : "=f"(r) : "f"(x));
   return r;
 }
+// a*b rounded to nearest, never contracted into an FMA (so a value recomputed
+// later rounds exactly the same way).
+__device__ __forceinline__ float tilec_mul_rn(float a, float b) {
+  float r;
+  asm("mul.rn.f32 %0, %1, %2;\n" : "=f"(r) : "f"(a), "f"(b));
+  return r;
+}
 __device__ __forceinline__ float tilec_fmax(float a, float b) {
   float r;
   asm("max.f32 %0, %1, %2;\n" : "=f"(r) : "f"(a), "f"(b));
