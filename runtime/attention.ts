@@ -8,7 +8,7 @@ import type { CheckedSpec } from "../compiler/check.ts";
 import { lowerKernel, type KernelConfig, type KernelIR } from "../compiler/lower.ts";
 import { compileSpec, planKernel } from "../compiler/pipeline.ts";
 import { renderDiagnostics } from "../grammar/index.ts";
-import { CudaDevice, DeviceBuffer, type CudaKernel, type Stream } from "./cuda/device.ts";
+import { CudaDevice, DeviceBuffer, type CudaKernel, type CudaModule, type Stream } from "./cuda/device.ts";
 import { compileNvrtcCachedAsync } from "./cuda/nvrtcCache.ts";
 
 export interface CompileOptions {
@@ -44,13 +44,15 @@ export function archFor(deviceArch: string): CudaArch {
 
 export class CudaAttention {
   private readonly planBuffers: DeviceBuffer<"i32">[];
+  private readonly kernel: CudaKernel;
 
   constructor(
     readonly ir: KernelIR,
     readonly compiled: CudaKernelSource,
-    private readonly kernel: CudaKernel,
+    private readonly module: CudaModule,
     device: CudaDevice,
   ) {
+    this.kernel = module.getKernel(ir.entry);
     const p = ir.plan;
     this.planBuffers = [p.full.offsets, p.full.indices, p.partial.offsets, p.partial.indices].map((a) =>
       device.fromHost(a, "i32"),
@@ -118,8 +120,10 @@ export class CudaAttention {
     ]);
   }
 
+  /** Releases the plan buffers and the module; idempotent. */
   free(): void {
     for (const b of this.planBuffers) b.free();
+    this.module.unload();
   }
 }
 
@@ -150,6 +154,5 @@ export async function compile(spec: string | CheckedSpec, options: CompileOption
   });
   const image = out.cubin ?? out.ptx;
   if (!image) throw new Error(`NVRTC returned no code for ${ir.entry}`);
-  const kernel = device.loadModule(image).getKernel(ir.entry);
-  return new CudaAttention(ir, src, kernel, device);
+  return new CudaAttention(ir, src, device.loadModule(image), device);
 }

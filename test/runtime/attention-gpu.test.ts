@@ -6,7 +6,7 @@ import type { KernelSpec } from "../../compiler/check.ts";
 import { compileSpec } from "../../compiler/pipeline.ts";
 import { seqLen } from "../../compiler/layout.ts";
 import { compile } from "../../runtime/attention.ts";
-import { available } from "../../runtime/cuda/index.ts";
+import { available, CudaDevice } from "../../runtime/cuda/index.ts";
 import { checkKernel, sampleRows } from "../support/attentionCheck.ts";
 import { Rng, randomMask } from "../support/random.ts";
 
@@ -109,6 +109,32 @@ describe.skipIf(!cuda.ok)(
         ),
         8,
       );
+    });
+
+    it("1,000 launches and 20 compile/free cycles leak no device memory", async () => {
+      const k = kernelOf(`${small("bf16", 64)}\nkernel k { layout L mask attention_tile(1) block 64 x 64 }`);
+      const dev = CudaDevice.open();
+      const spec = {
+        file: "t",
+        layouts: new Map(),
+        masks: new Map(),
+        models: new Map(),
+        kernels: new Map([[k.name, k]]),
+      };
+      const warm = await compile(spec, { target: "cuda" });
+      warm.free();
+      dev.synchronize();
+      const before = dev.memInfo().free;
+      const n = 2 * 248 * 4 * 64;
+      const [q, kk, v, o] = [0, 1, 2, 3].map(() => dev.allocElements("bf16", n).zero());
+      for (let c = 0; c < 20; c++) {
+        const attn = await compile(spec, { target: "cuda" });
+        for (let i = 0; i < 50; i++) attn.run(q!, kk!, v!, o!);
+        attn.free();
+      }
+      dev.synchronize();
+      for (const b of [q, kk, v, o]) b!.free();
+      expect(dev.memInfo().free).toBe(before);
     });
 
     const examples = [

@@ -1,0 +1,31 @@
+// A representative set of generated kernels for `compute-sanitizer --tool memcheck` (and racecheck):
+// ragged sequence ends, partial and empty blocks, fully masked rows, GQA, both tensor layouts, the
+// mma (bf16/fp16) and SIMT (fp32) templates. Exits non-zero if any result is wrong.
+//   compute-sanitizer --tool memcheck --error-exitcode 1 node node_modules/tsx/dist/cli.mjs bench/sanitize.ts
+import { compileSpec } from "../compiler/pipeline.ts";
+import { compile } from "../runtime/attention.ts";
+import { checkKernel } from "../test/support/attentionCheck.ts";
+
+const cases = [
+  ["bf16", 96, "attention_tile(2) or q.text", "128 x 128", "bshd"],
+  ["bf16", 64, "q.video and q.frame != 1 and k.video", "64 x 64", "bhsd"],
+  ["fp16", 128, "causal_frames or k.text", "128 x 64", "bshd"],
+  ["fp32", 64, "temporal_band(1) or q.text", "64 x 32", "bshd"],
+] as const;
+let bad = 0;
+for (const [dtype, d, mask, block, layout] of cases) {
+  const src = `layout L { video 3 x 7 x 11 text 17 after batch 2 heads 4 kv_heads 2 head_dim ${d} dtype ${dtype} }
+kernel k { layout L mask ${mask} block ${block} }`;
+  const spec = compileSpec(src, "sanitize.tile").spec!;
+  const k = spec.kernels.get("k")!;
+  const attn = await compile(spec, { target: "cuda", kernel: "k" });
+  const r = checkKernel(attn, k, { seed: 3, layout });
+  const ok =
+    r.unwritten === 0 && r.nonFinite === 0 && r.maskedRowsOk && r.relError < (dtype === "fp32" ? 1e-4 : 1e-2);
+  if (!ok) bad++;
+  console.log(
+    `${ok ? "ok  " : "FAIL"} ${dtype} d=${d} ${block} ${layout} ${mask}: rel err ${r.relError.toExponential(2)}`,
+  );
+  attn.free();
+}
+process.exitCode = bad ? 1 : 0;
