@@ -2,7 +2,7 @@
 // of spellings (tinygrad's renderer pattern). The mask becomes a function of two token indices that
 // decodes only the coordinates the mask reads.
 import type { TokenDecode } from "../compiler/lower.ts";
-import type { MaskExpr } from "../compiler/maskExpr.ts";
+import { canonical, type MaskExpr } from "../compiler/maskExpr.ts";
 
 export interface CTarget {
   /** `int` / `i32` */
@@ -18,6 +18,11 @@ export interface CTarget {
   readonly abs: string;
   /** Helper definitions the rendered expressions call (floor division and modulo). */
   readonly helpers: string;
+  /**
+   * `x ∈ {constants in 0..63}` as one bit test, where the target has 64-bit integers: the Attention
+   * Tile mask's `f == 0 || f == 2 || … || f == 22` becomes a shift and a mask instead of 12 compares.
+   */
+  readonly bitTest?: (x: string, bits: bigint) => string;
 }
 
 export const CUDA_C: CTarget = {
@@ -31,7 +36,10 @@ export const CUDA_C: CTarget = {
   abs: "abs",
   helpers: `// Floor division and modulo by a positive constant (C's / and % truncate toward zero).
 __device__ __forceinline__ int tilec_floordiv(int a, int b) { return a >= 0 ? a / b : -((b - 1 - a) / b); }
-__device__ __forceinline__ int tilec_floormod(int a, int b) { return a - tilec_floordiv(a, b) * b; }`,
+__device__ __forceinline__ int tilec_floormod(int a, int b) { return a - tilec_floordiv(a, b) * b; }
+// Set membership of small integers as a bit test.
+__device__ __forceinline__ bool tilec_in_set(int x, unsigned long long set) { return (unsigned)x < 64u && ((set >> x) & 1ull); }`,
+  bitTest: (x, bits) => `tilec_in_set(${x}, 0x${bits.toString(16)}ull)`,
 };
 
 /** Renders `bool NAME(int q, int k)` for a mask. */
@@ -80,7 +88,7 @@ export function renderMaskFunction(name: string, mask: MaskExpr, decode: TokenDe
         v = `${x.side}_text`;
         break;
       default: {
-        const a = x.args.map(emit);
+        const a = x.op === "or" && t.bitTest ? orWithSets(x.args, emit, t.bitTest) : x.args.map(emit);
         const expr = op(x.op, a, t);
         // Name shared subexpressions; inline the rest so the output reads like the spec.
         v = `(${expr})`;
@@ -97,6 +105,42 @@ export function renderMaskFunction(name: string, mask: MaskExpr, decode: TokenDe
   };
   const result = emit(mask);
   return `${t.signature(name)} {\n${[...lines, ...body].map((l) => `  ${l}`).join("\n")}${lines.length + body.length ? "\n" : ""}  return ${result};\n}`;
+}
+
+/** Renders an `or`'s operands, folding `e == c` terms over one `e` (c in 0..63) into set tests. */
+function orWithSets(
+  args: readonly MaskExpr[],
+  emit: (x: MaskExpr) => string,
+  bitTest: (x: string, bits: bigint) => string,
+): string[] {
+  const sets = new Map<string, { e: MaskExpr; bits: bigint; count: number }>();
+  const rest: MaskExpr[] = [];
+  for (const a of args) {
+    const m =
+      a.op === "eq" ? (memberOf(a.args[0]!, a.args[1]!) ?? memberOf(a.args[1]!, a.args[0]!)) : undefined;
+    if (!m) {
+      rest.push(a);
+      continue;
+    }
+    const key = canonical(m.e);
+    const s = sets.get(key) ?? { e: m.e, bits: 0n, count: 0 };
+    s.bits |= 1n << BigInt(m.c);
+    s.count++;
+    sets.set(key, s);
+  }
+  const out: string[] = [];
+  for (const s of sets.values()) {
+    if (s.count < 2) {
+      // A single comparison reads better as itself.
+      const c = Math.log2(Number(s.bits));
+      out.push(`${emit(s.e)} == ${c}`);
+    } else out.push(bitTest(emit(s.e), s.bits));
+  }
+  return [...out, ...rest.map(emit)];
+}
+
+function memberOf(e: MaskExpr, c: MaskExpr): { e: MaskExpr; c: number } | undefined {
+  return c.op === "int" && c.value >= 0 && c.value < 64 && e.op !== "int" ? { e, c: c.value } : undefined;
 }
 
 function op(name: string, a: string[], t: CTarget): string {
