@@ -42,6 +42,27 @@ __device__ __forceinline__ bool tilec_in_set(int x, unsigned long long set) { re
   bitTest: (x, bits) => `tilec_in_set(${x}, 0x${bits.toString(16)}ull)`,
 };
 
+export const WGSL: CTarget = {
+  int: "i32",
+  bool: "bool",
+  let: (t, n, v) => `let ${n}: ${t} = ${v};`,
+  signature: (n) => `fn ${n}(q: i32, k: i32) -> bool`,
+  select: (c, a, b) => `select(${b}, ${a}, ${c})`,
+  min: "min",
+  max: "max",
+  abs: "abs",
+  helpers: `// Floor division and modulo by a positive constant (WGSL's / and % truncate toward zero).
+fn tilec_floordiv(a: i32, b: i32) -> i32 { if (a >= 0) { return a / b; } return -((b - 1 - a) / b); }
+fn tilec_floormod(a: i32, b: i32) -> i32 { return a - tilec_floordiv(a, b) * b; }
+// Set membership of small integers as a bit test over two 32-bit words (WGSL has no 64-bit ints).
+fn tilec_in_set(x: i32, lo: u32, hi: u32) -> bool {
+  if (x < 0 || x >= 64) { return false; }
+  if (x < 32) { return ((lo >> u32(x)) & 1u) != 0u; }
+  return ((hi >> u32(x - 32)) & 1u) != 0u;
+}`,
+  bitTest: (x, bits) => `tilec_in_set(${x}, ${bits & 0xffffffffn}u, ${bits >> 32n}u)`,
+};
+
 /** Renders `bool NAME(int q, int k)` for a mask. */
 export function renderMaskFunction(name: string, mask: MaskExpr, decode: TokenDecode, t: CTarget): string {
   const lines: string[] = [];
