@@ -65,7 +65,7 @@ static elem_t from_f(float x) { __nv_bfloat16 h = __float2bfloat16_rn(x); elem_t
 static bool is_nan(elem_t x) { return (x & 0x7f80) == 0x7f80 && (x & 0x7f); }
 #endif
 static elem_t poison() { return 0xffff; }  // NaN in both bf16 and fp16
-static const double TOL = 1e-2, LSE_TOL = 2e-3;
+static const double TOL = 1e-2, LSE_TOL = 5e-4;  // lse comes from fp32 scores and sums
 #endif
 
 static int n_threads_cpu() { return std::max(1u, std::min(32u, std::thread::hardware_concurrency())); }
@@ -144,11 +144,13 @@ static Problem make_problem(int B, int H, int Hkv, int S, int mode, int ft, bool
   strides(bhsd, S, H, P.os);
   // Fast parallel pseudo-normal values (Irwin-Hall of 4 splitmix64 uniforms):
   // the 28,800-token problems hold ~200M values.
-  auto fill = [&](std::vector<elem_t>& x, std::vector<float>& xf, size_t n, float scale) {
+  auto fill = [&](std::vector<elem_t>& x, std::vector<float>& xf, size_t n, float scale, uint64_t id) {
     x.resize(n);
     xf.resize(n);
     const int chunks = 256;
-    const uint64_t salt = seed * 0x9e3779b97f4a7c15ull + n;
+    // independent streams per tensor (same-size Q and K must not share values:
+    // Q = c*K would make every row attend to its own key and hide errors)
+    const uint64_t salt = seed * 0x9e3779b97f4a7c15ull + n + id * 0x632be59bd9b4e019ull;
     parallel_for(chunks, [&](int c) {
       uint64_t st = salt + (uint64_t)c * 0xbf58476d1ce4e5b9ull;
       auto next = [&st]() {
@@ -165,9 +167,9 @@ static Problem make_problem(int B, int H, int Hkv, int S, int mode, int ft, bool
       }
     });
   };
-  fill(P.q, P.qf, (size_t)B * H * S * D, 1.5f);  // a little sharper than unit scores
-  fill(P.k, P.kf, (size_t)B * Hkv * S * D, 1.f);
-  fill(P.v, P.vf, (size_t)B * Hkv * S * D, 1.f);
+  fill(P.q, P.qf, (size_t)B * H * S * D, 1.5f, 1);  // a little sharper than unit scores
+  fill(P.k, P.kf, (size_t)B * Hkv * S * D, 1.f, 2);
+  fill(P.v, P.vf, (size_t)B * Hkv * S * D, 1.f, 3);
   return P;
 }
 

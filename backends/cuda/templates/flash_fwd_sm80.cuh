@@ -27,11 +27,9 @@
 #if defined(TILEC_DTYPE_BF16)
 #define TILEC_MMA tilec_mma_bf16
 #define TILEC_PACK tilec_pack_bf16
-#define TILEC_ONES2 0x3f803f80u  // bf16x2 {1, 1}
 #elif defined(TILEC_DTYPE_FP16)
 #define TILEC_MMA tilec_mma_f16
 #define TILEC_PACK tilec_pack_f16
-#define TILEC_ONES2 0x3c003c00u  // f16x2 {1, 1}
 #else
 #error "flash_fwd_sm80.cuh needs TILEC_DTYPE_BF16 or TILEC_DTYPE_FP16 (fp32 uses flash_fwd_f32.cuh)"
 #endif
@@ -58,7 +56,6 @@ constexpr int CPR = D / 8;       // 16-byte chunks per smem row
 constexpr int ROWB = D * 2;      // bytes per smem row (no padding: XOR swizzle instead)
 constexpr int TILE_KV_BYTES = BKV * ROWB;
 constexpr int STAGE_BYTES = 2 * TILE_KV_BYTES;
-constexpr u32 ONES = TILEC_ONES2;
 
 static_assert(D % 16 == 0 && D >= 16 && D <= 256, "head dim must be a multiple of 16 in 16..256");
 static_assert(BQ % (NW * 16) == 0, "BLOCK_Q / NUM_WARPS must be a multiple of 16");
@@ -76,7 +73,7 @@ static_assert(STAGES >= 2, "need at least double buffering");
 // d=128 gets SKV=32 + Q in smem (SKV=64 spills); d=64 gets SKV=64 + Q in regs.
 constexpr int REG_BUDGET = 184;
 constexpr int REG_ACC = MT * DT * 4, REG_Q = MT * KD * 4;
-constexpr int pick_skv(int skv) {
+__host__ __device__ constexpr int pick_skv(int skv) {
   return (skv <= 16 || (BKV % skv == 0 && REG_ACC + MT * skv / 2 <= REG_BUDGET)) ? skv : pick_skv(skv - 16);
 }
 #ifdef TILEC_SUB_KV
@@ -254,20 +251,17 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
   }
 
   float acc[MT][DT][4];
-  // Row sums come from the tensor cores: P (already packed for P.V) times a
-  // column of ones. This replaces 2*NT FADDs per row with MT mma per k-step,
-  // sums exactly the rounded P that feeds the numerator, needs no quad
-  // shuffle, and lets the fp32 probabilities die right after packing (an FADD
-  // tree left to the scheduler kept them all live through P.V and spilled).
-  // l_acc[mt][0] / [2] hold the full sums of rows g / g+8.
-  float m_run[MT][2];  // running max, raw score units
-  float l_acc[MT][4];
+  // Row sums are fp32 sums of the unrounded probabilities (as in FA2), so lse
+  // is accurate to fp32 even though P.V uses bf16/fp16 P. Each thread sums its
+  // own columns; the quad reduction happens once, in the epilogue.
+  float m_run[MT][2];  // reference max per row, raw score units
+  float l_run[MT][2];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
     for (int dt = 0; dt < DT; ++dt) acc[mt][dt][0] = acc[mt][dt][1] = acc[mt][dt][2] = acc[mt][dt][3] = 0.f;
     m_run[mt][0] = m_run[mt][1] = TILEC_NEG_INF;
-    l_acc[mt][0] = l_acc[mt][1] = l_acc[mt][2] = l_acc[mt][3] = 0.f;
+    l_run[mt][0] = l_run[mt][1] = 0.f;
   }
   const float sl2 = p.scale_log2;
 
@@ -398,16 +392,23 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
           for (int nt = 0; nt < SNT; ++nt) {
             s[mt][nt][2 * hh] = tilec_exp2(s[mt][nt][2 * hh] * sl2 - base);
             s[mt][nt][2 * hh + 1] = tilec_exp2(s[mt][nt][2 * hh + 1] * sl2 - base);
+            red[nt] = s[mt][nt][2 * hh] + s[mt][nt][2 * hh + 1];
           }
+#pragma unroll
+          for (int w = 1; w < SNT; w *= 2)
+#pragma unroll
+            for (int i = 0; i + w < SNT; i += 2 * w) red[i] += red[i + w];
+          // Summed here, before the warp-uniform branch below: ptxas does not move
+          // the adds past it, so the fp32 P values are not kept alive through P.V.
+          l_run[mt][hh] = l_run[mt][hh] * corr[mt][hh] + red[0];
         }
-      // Rescale O and l only if some reference max of the warp moved; otherwise
+      // Rescale O only if some reference max of the warp moved; otherwise
       // all corr == 1 and the MT*DT*4 FMULs are skipped (warp-uniform branch).
       if (__any_sync(0xffffffffu, grew)) {
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
           for (int hh = 0; hh < 2; ++hh) {
-            l_acc[mt][2 * hh] *= corr[mt][hh];  // ([2*hh+1] duplicates it and is never read)
 #pragma unroll
             for (int dt = 0; dt < DT; ++dt) {
               acc[mt][dt][2 * hh] *= corr[mt][hh];
@@ -438,8 +439,6 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
             TILEC_MMA(acc[mt][2 * dp + 1], pa[mt], b2, b3);
           }
         }
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt) TILEC_MMA(l_acc[mt], pa[mt], ONES, ONES);
       }
     }
 
@@ -455,7 +454,9 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
   for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
     for (int hh = 0; hh < 2; ++hh) {
-      const float l = l_acc[mt][2 * hh];
+      float l = l_run[mt][hh];  // this thread's columns; finish the row over the quad
+      l += __shfl_xor_sync(0xffffffffu, l, 1);
+      l += __shfl_xor_sync(0xffffffffu, l, 2);
       const float inv = l > 0.f ? tilec_rcp(l) : 0.f;  // fully masked row: acc == 0 -> O = 0
       const int r = wrow0 + mt * 16 + g + hh * 8;
       if (lse && t == 0 && q0 + r < seq)
@@ -478,5 +479,4 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
 
 #undef TILEC_MMA
 #undef TILEC_PACK
-#undef TILEC_ONES2
 #endif  // TILEC_FLASH_FWD_SM80_CUH
