@@ -1,7 +1,7 @@
 // Times tilec's CUDA kernels on the Open-Sora-Plan 29/93-frame masks (24 heads, head dim 96, bf16):
 // warm-up, then the median of repeated runs timed with CUDA events; effective TFLOP/s counts
 // computed blocks only (4·rows·cols·d per block pair). Writes JSON rows for bench/report.ts.
-//   node bin/... : npx tsx bench/cuda-bench.ts OUT.json [--reps 20] [--config w8s2]
+//   node bin/... : npx tsx bench/cuda-bench.ts OUT.json [--reps 20] [--config w4s2kv64]
 import { readFileSync, writeFileSync } from "node:fs";
 import type { KernelConfig } from "../compiler/lower.ts";
 import { compileSpec, planKernel } from "../compiler/pipeline.ts";
@@ -16,7 +16,11 @@ const flag = (name: string) =>
 const reps = Number(flag("--reps") ?? 20);
 const cfgArg = flag("--config");
 const config: KernelConfig | undefined = cfgArg
-  ? { warps: Number(/w(\d+)/.exec(cfgArg)![1]), stages: Number(/s(\d+)/.exec(cfgArg)![1]) }
+  ? {
+      warps: Number(/w(\d+)/.exec(cfgArg)![1]),
+      stages: Number(/s(\d+)/.exec(cfgArg)![1]),
+      kvTile: Number(/kv(\d+)/.exec(cfgArg)?.[1] ?? 64),
+    }
   : undefined;
 
 const dev = CudaDevice.open();
@@ -73,6 +77,7 @@ for (const [label, file] of [
       flops: stats.flops,
       tflops: stats.flops / (ms * 1e-3) / 1e12,
       config: attn.ir.config,
+      kernelDensity: attn.ir.kernelDensity,
       relError: gate.relError,
       minMs: times[0],
       maxMs: times[times.length - 1],

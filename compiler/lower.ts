@@ -5,18 +5,25 @@ import type { KernelSpec } from "./check.ts";
 import { seqLen, videoStart, videoTokens, type Dtype } from "./layout.ts";
 import { usedCoords, type Coord, type MaskExpr } from "./maskExpr.ts";
 import type { KernelPlan } from "./pipeline.ts";
-import type { BlockPlan } from "./plan.ts";
+import { buildPlan, type BlockPlan } from "./plan.ts";
 
 /** Tunable, hashable choices that do not change what is computed, only how. */
 export interface KernelConfig {
-  /** Warps per thread block (CUDA) / subgroup-sized lanes groups (WGSL). */
+  /** Warps per thread block (CUDA) / subgroup-sized lane groups (WGSL). */
   readonly warps: number;
   /** K/V shared-memory pipeline depth. */
   readonly stages: number;
+  /**
+   * Keys per K/V tile the kernel streams. It divides the spec's block size and may be finer: the
+   * kernel then runs the plan re-derived at (blockQ × kvTile), which never computes a pair the spec's
+   * plan skips, and often skips more (half of a partial 128-key block may be empty). A 64-key tile
+   * fits three 4-warp CTAs per H100 SM where a 128-key tile fits one.
+   */
+  readonly kvTile: number;
 }
 
 export function configKey(c: KernelConfig): string {
-  return `w${c.warps}s${c.stages}`;
+  return `w${c.warps}s${c.stages}kv${c.kvTile}`;
 }
 
 /** How a query block finds its kv blocks. */
@@ -48,23 +55,35 @@ export interface KernelIR {
   readonly batch: number;
   readonly seqLen: number;
   readonly blockQ: number;
+  /** The kernel's key tile (config.kvTile); the spec's key block is specPlan.blockKv. */
   readonly blockKv: number;
   readonly config: KernelConfig;
   readonly mask: MaskExpr;
   readonly decode: TokenDecode;
   readonly planEncoding: PlanEncoding;
+  /** The plan the kernel runs (at blockQ × kvTile). */
   readonly plan: BlockPlan;
+  /** The spec's plan (at its declared block size): what density and FLOPs are reported against. */
+  readonly specPlan: BlockPlan;
+  /** Density of the spec's plan. */
   readonly density: number;
+  /** Density of the kernel's plan (≤ density). */
+  readonly kernelDensity: number;
   /** Launch geometry: one thread block per (query block, head, batch). */
   readonly grid: readonly [number, number, number];
   readonly threads: number;
   readonly scale: number;
 }
 
-export function defaultConfig(blockQ: number, dtype: Dtype): KernelConfig {
-  // 16 query rows per warp is the mma tile height; more warps hide latency better up to 8.
-  void dtype;
-  return { warps: Math.max(2, Math.min(8, blockQ / 16)), stages: 2 };
+/**
+ * Measured on an H100 (bench/RESULTS.md, test/cuda-harness/RESULTS.md): 4 warps of 32 query rows and
+ * 64-key tiles, double-buffered, is the fastest bf16 shape at head dim 64–128; fp32 tiles are 4-byte,
+ * so they take 32 keys to stay within shared memory on every sm_8x part.
+ */
+export function defaultConfig(blockQ: number, blockKv: number, dtype: Dtype): KernelConfig {
+  const want = dtype === "fp32" ? 32 : 64;
+  const kvTile = blockKv % want === 0 ? want : blockKv;
+  return { warps: Math.max(2, Math.min(4, blockQ / 32)), stages: 2, kvTile };
 }
 
 export function cIdentifier(s: string): string {
@@ -75,7 +94,13 @@ export function cIdentifier(s: string): string {
 export function lowerKernel(kp: KernelPlan, specFile: string, config?: KernelConfig): KernelIR {
   const k: KernelSpec = kp.kernel;
   const l = k.layout;
-  const cfg = config ?? defaultConfig(k.blockQ, l.dtype);
+  const cfg = config ?? defaultConfig(k.blockQ, k.blockKv, l.dtype);
+  if (cfg.kvTile > k.blockKv || k.blockKv % cfg.kvTile !== 0 || cfg.kvTile % 16 !== 0)
+    throw new RangeError(
+      `kvTile ${cfg.kvTile} must be a multiple of 16 dividing the spec's key block ${k.blockKv}`,
+    );
+  // The kernel's plan: the spec's, or re-derived at the finer key tile.
+  const plan = cfg.kvTile === k.blockKv ? kp.plan : buildPlan({ ...k, blockKv: cfg.kvTile });
   const used = usedCoords(k.mask);
   return {
     name: k.name,
@@ -90,7 +115,7 @@ export function lowerKernel(kp: KernelPlan, specFile: string, config?: KernelCon
     batch: l.batch,
     seqLen: seqLen(l),
     blockQ: k.blockQ,
-    blockKv: k.blockKv,
+    blockKv: cfg.kvTile,
     config: cfg,
     mask: k.mask,
     decode: {
@@ -107,9 +132,11 @@ export function lowerKernel(kp: KernelPlan, specFile: string, config?: KernelCon
     // the 2·BLOCK_KV·d·2 bytes of K/V each step loads; unlike constant tables they scale to any plan
     // (osp93: 272,000 entries), and unlike closed forms they serve every mask.
     planEncoding: "csr-device",
-    plan: kp.plan,
+    plan,
+    specPlan: kp.plan,
     density: kp.stats.density,
-    grid: [kp.plan.numQBlocks, l.heads, l.batch],
+    kernelDensity: (plan.counts.full + plan.counts.partial) / (plan.numQBlocks * plan.numKvBlocks),
+    grid: [plan.numQBlocks, l.heads, l.batch],
     threads: cfg.warps * 32,
     scale: 1 / Math.sqrt(l.headDim),
   };

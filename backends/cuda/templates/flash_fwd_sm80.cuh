@@ -96,6 +96,7 @@ constexpr float RESCALE_TH = 8.0f;
 #endif
 constexpr int NCH = BKV / SKV;  // softmax steps per kv block
 constexpr int SNT = SKV / 8;    // 8-key n-tiles per step
+constexpr int MASK_WORDS = (MT * SNT * 4 + 31) / 32;  // one bit per S element of a thread
 static_assert(SKV % 16 == 0 && BKV % SKV == 0, "TILEC_SUB_KV must be a multiple of 16 dividing BLOCK_KV");
 
 // XOR swizzle on 16-byte chunks. Rows are D*2 bytes with no padding; an 8x8
@@ -292,6 +293,37 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
     for (int ch = 0; ch < NCH; ++ch) {
       const int kc0 = k0 + ch * SKV;  // first key of this chunk
 
+      // ---- element predicates of a partial chunk, evaluated BEFORE S is live and kept as
+      // one bit per element: the generated mask's arithmetic then never competes with the S
+      // and O accumulators for registers (evaluated after the mma it spilled at d=96).
+      // Branch-free: && would short-circuit into a branch + convergence barrier per element.
+      // tilec_mask runs on indices clamped into [0, seq) so masks that index tables stay in
+      // bounds; the bounds are AND-ed in afterwards. tilec_opaque keeps the compiler from
+      // hoisting per-row mask terms out of the kv loop, where they would hold registers.
+      u32 keep[MASK_WORDS];
+#pragma unroll
+      for (int w = 0; w < MASK_WORDS; ++w) keep[w] = 0u;
+      if (partial) {
+#pragma unroll
+        for (int nt = 0; nt < SNT; ++nt)
+#pragma unroll
+          for (int cc = 0; cc < 2; ++cc) {
+            const int kc = kc0 + nt * 8 + 2 * t + cc;
+            const bool k_ok = kc < seq;
+            const int kcl = k_ok ? kc : seq - 1;
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+              for (int hh = 0; hh < 2; ++hh) {
+                const int qr = q0 + wrow0 + mt * 16 + g + hh * 8;
+                const bool q_ok = qr < seq;  // rows past seq_len are computed, never stored
+                const bool ok = q_ok & k_ok & tilec_mask(tilec_opaque(q_ok ? qr : seq - 1), kcl);
+                const int bit = (mt * SNT + nt) * 4 + 2 * hh + cc;
+                keep[bit >> 5] |= (ok ? 1u : 0u) << (bit & 31);
+              }
+          }
+      }
+
       // ---- S = Q K^T (fp32 accumulators in registers)
       float s[MT][SNT][4];
 #pragma unroll
@@ -325,28 +357,15 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
 
       // ---- element predicates: only partial blocks and the ragged last block pay
       if (partial) {
-        // Branch-free: && would short-circuit into a branch + convergence barrier
-        // per element (3x the cost of a full block in SASS). tilec_mask is instead
-        // always evaluated, on indices clamped into [0, seq) so generated masks that
-        // index tables stay in bounds, and the bounds are AND-ed in afterwards.
-        // Column-major walk: one key's index math is shared by this thread's rows.
 #pragma unroll
-        for (int nt = 0; nt < SNT; ++nt)
+        for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-          for (int cc = 0; cc < 2; ++cc) {
-            const int kc = kc0 + nt * 8 + 2 * t + cc;
-            const bool k_ok = kc < seq;
-            const int kcl = k_ok ? kc : seq - 1;
+          for (int nt = 0; nt < SNT; ++nt)
 #pragma unroll
-            for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-              for (int hh = 0; hh < 2; ++hh) {
-                const int qr = q0 + wrow0 + mt * 16 + g + hh * 8;
-                const bool q_ok = qr < seq;  // rows past seq_len are computed, never stored
-                const bool ok = q_ok & k_ok & tilec_mask(q_ok ? qr : seq - 1, kcl);
-                s[mt][nt][2 * hh + cc] = ok ? s[mt][nt][2 * hh + cc] : TILEC_NEG_INF;
-              }
-          }
+            for (int e = 0; e < 4; ++e) {
+              const int bit = (mt * SNT + nt) * 4 + e;
+              if (!((keep[bit >> 5] >> (bit & 31)) & 1u)) s[mt][nt][e] = TILEC_NEG_INF;
+            }
       } else if (kc0 + SKV > seq) {
 #pragma unroll
         for (int nt = 0; nt < SNT; ++nt)
