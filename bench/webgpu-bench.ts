@@ -112,7 +112,7 @@ for (const original of spec.kernels.values()) {
   results.push(row);
   console.log(
     `${row.mask.padEnd(9)} density ${(row.density * 100).toFixed(1).padStart(5)}%  ${ms.toFixed(3).padStart(9)} ms  ` +
-      `${row.tflops.toFixed(3).padStart(7)} TFLOP/s  gate ${ok ? "ok" : "FAILED"} (rel ${gate.relError.toExponential(1)})`,
+      `${row.tflops.toPrecision(3).padStart(8)} TFLOP/s  gate ${ok ? "ok" : "FAILED"} (rel ${gate.relError.toExponential(1)})`,
   );
   for (const x of [q, k, v, o]) x.buffer.destroy();
   attn.free();

@@ -104,15 +104,14 @@ export function tilings(
           if (ir.blockQ % t.qt !== 0 || ir.blockKv % t.kc !== 0 || t.kc % 4 !== 0) continue;
           if (rq * dv * 4 > MAX_ACC || rq * rk > 16) continue;
           if (workgroupBytes(ir.headDim, t, storage) > limits.maxComputeWorkgroupStorageSize) continue;
-          // K/V are re-read once per query sub-tile, so tall sub-tiles come first; then FMAs per
-          // workgroup-memory load in the score (rq × rk) and output (rq × dv) loops; then the
-          // invocation count the IR's config asks for.
+          // K/V are re-read once per query sub-tile (tall sub-tiles), each chunk pays three barriers
+          // and a row reduction (long chunks), and FMAs per workgroup-memory load grow with the
+          // register tiles (rq × rk scores, rq × dv outputs); then the IR config's invocation count.
           const score =
-            Math.log2(t.qt) * 4 +
-            (rq * rk) / (rq + rk) +
-            (rq * dv) / (rq + dv) / 2 +
-            Math.log2(t.kc) / 4 -
-            Math.abs(Math.log2(threads / ir.threads)) / 2;
+            3 * Math.log2(t.qt) +
+            3 * Math.log2(t.kc) +
+            2 * ((rq * rk) / (rq + rk) + (rq * dv) / (rq + dv)) -
+            3 * Math.abs(Math.log2(threads / ir.threads));
           out.push({ t, score });
         }
       }
@@ -172,8 +171,11 @@ export function configProblems(
       );
   } else if (!chooseTiling(ir, limits, storage)) {
     const smallest = { threads: 32, tc: 4, tr: 8, rq: 1, rk: 1, qt: 8, kc: 4 };
+    const need = workgroupBytes(d, smallest, storage);
     out.push(
-      `no tiling fits: even ${smallest.qt} rows × ${smallest.kc} keys need ${workgroupBytes(d, smallest, storage)} bytes of workgroup memory (maxComputeWorkgroupStorageSize ${limits.maxComputeWorkgroupStorageSize}), and sub-tiles must divide block ${ir.blockQ} × ${ir.blockKv}`,
+      need > limits.maxComputeWorkgroupStorageSize
+        ? `no tiling fits: even ${smallest.qt} rows × ${smallest.kc} keys need ${need} bytes of workgroup memory, more than maxComputeWorkgroupStorageSize (${limits.maxComputeWorkgroupStorageSize})`
+        : `no tiling fits: no sub-tile of at most maxComputeInvocationsPerWorkgroup (${limits.maxComputeInvocationsPerWorkgroup}) invocations divides block ${ir.blockQ} × ${ir.blockKv} and head_dim ${d} within maxComputeWorkgroupStorageSize (${limits.maxComputeWorkgroupStorageSize})`,
     );
   }
   return out;
