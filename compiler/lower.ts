@@ -69,7 +69,13 @@ export interface KernelIR {
   readonly density: number;
   /** Density of the kernel's plan (≤ density). */
   readonly kernelDensity: number;
-  /** Launch geometry: one thread block per (query block, head, batch). */
+  /**
+   * Launch order of query blocks, heaviest first (longest-processing-time-first list scheduling):
+   * blocks of global frames compute whole rows, others a few frames; started last, a heavy block
+   * would run alone at the end of the grid.
+   */
+  readonly qOrder: Int32Array;
+  /** Logical launch geometry: one thread block per (query block, head, batch). */
   readonly grid: readonly [number, number, number];
   readonly threads: number;
   readonly scale: number;
@@ -136,8 +142,18 @@ export function lowerKernel(kp: KernelPlan, specFile: string, config?: KernelCon
     specPlan: kp.plan,
     density: kp.stats.density,
     kernelDensity: (plan.counts.full + plan.counts.partial) / (plan.numQBlocks * plan.numKvBlocks),
+    qOrder: heaviestFirst(plan),
     grid: [plan.numQBlocks, l.heads, l.batch],
     threads: cfg.warps * 32,
     scale: 1 / Math.sqrt(l.headDim),
   };
+}
+
+/** Query blocks sorted by descending tile count (partial tiles weigh a little more), stable. */
+export function heaviestFirst(plan: BlockPlan): Int32Array {
+  const work = (qb: number) =>
+    plan.full.offsets[qb + 1]! - plan.full.offsets[qb]! + 1.1 * (plan.partial.offsets[qb + 1]! - plan.partial.offsets[qb]!);
+  const order = Array.from({ length: plan.numQBlocks }, (_, i) => i);
+  order.sort((a, b) => work(b) - work(a) || a - b);
+  return Int32Array.from(order);
 }

@@ -54,7 +54,7 @@ export class CudaAttention {
   ) {
     this.kernel = module.getKernel(ir.entry);
     const p = ir.plan;
-    this.planBuffers = [p.full.offsets, p.full.indices, p.partial.offsets, p.partial.indices].map((a) =>
+    this.planBuffers = [p.full.offsets, p.full.indices, p.partial.offsets, p.partial.indices, ir.qOrder].map((a) =>
       device.fromHost(a, "i32"),
     );
   }

@@ -19,8 +19,8 @@ function template(name: string): string {
   return t;
 }
 
-/** Byte layout of `struct TilecParams` (templates/ptx.cuh): 184 bytes, natural alignment. */
-export const PARAMS_BYTES = 184;
+/** Byte layout of `struct TilecParams` (templates/ptx.cuh): 192 bytes, natural alignment. */
+export const PARAMS_BYTES = 192;
 
 export interface CudaLaunch {
   readonly grid: readonly [number, number, number];
@@ -62,7 +62,7 @@ export function emitCuda(ir: KernelIR, arch: CudaArch): CudaKernelSource {
     `//   kernel:  ${p.numQBlocks} x ${p.numKvBlocks} tiles of ${ir.blockQ} x ${ir.blockKv}: ${p.counts.full} full, ${p.counts.partial} partial, ${p.counts.empty} empty (density ${(ir.kernelDensity * 100).toFixed(2)}%)`,
     `//   config:  ${configKey(ir.config)} (${ir.config.warps} warps, ${ir.config.stages} K/V stages), ${arch}, template ${which}`,
     `//   spec hash ${ir.hash}`,
-    `// Launch: grid (${ir.grid.join(", ")}), block (${ir.threads}), dynamic shared memory ${smem} bytes.`,
+    `// Launch: grid (${ir.grid.join(", ")}) = (query blocks in qOrder, heads, batch), block (${ir.threads}), dynamic shared memory ${smem} bytes.`,
     `// The block plan arrives as CSR lists in device memory (TilecParams.full_* / partial_*): for query`,
     `// block qb, full kv blocks full_indices[full_offsets[qb] .. full_offsets[qb+1]) need no element mask;`,
     `// partial ones apply tilec_mask below. Empty blocks appear in neither list and are never touched.`,
@@ -129,6 +129,7 @@ export function cudaManifest(
         "q/k/v/o batch, seq, head strides: int64, in elements",
         "seq_len, num_heads, num_kv_heads: int32; scale_log2: float32 (softmax scale * log2 e)",
         "full_offsets, full_indices, partial_offsets, partial_indices: const int32* (the plan's CSR lists)",
+        "q_order: const int32* (qOrder: query blocks, heaviest first; blockIdx.x is the position)",
       ],
     },
     plan: {
@@ -140,6 +141,7 @@ export function cudaManifest(
       density: ir.density,
       full: { offsets: Array.from(ir.plan.full.offsets), indices: Array.from(ir.plan.full.indices) },
       partial: { offsets: Array.from(ir.plan.partial.offsets), indices: Array.from(ir.plan.partial.indices) },
+      qOrder: Array.from(ir.qOrder),
     },
     hash: ir.hash,
   };

@@ -55,7 +55,8 @@ describe("CUDA emitter", () => {
     const src = emitCuda(i, "sm_80");
     const m = cudaManifest(i, src, { source: "tile_1_7.cu" }) as Record<string, any>;
     expect(m.entry).toBe(src.entry);
-    expect(m.params.bytes).toBe(184);
+    expect(m.params.bytes).toBe(192);
+    expect(m.plan.qOrder).toHaveLength(225);
     expect(m.plan.blockKv).toBe(64);
     expect(m.plan.full.offsets).toHaveLength(226);
     expect(m.launch.grid).toEqual([225, 24, 1]);

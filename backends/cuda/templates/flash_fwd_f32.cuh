@@ -90,7 +90,11 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, 1) TILEC_KERN
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int rl = lane >> 3, cl = lane & 7;
-  const int qb = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  // blockIdx.x walks query blocks in the host's work order (heaviest first, so light blocks
+  // fill the last wave instead of a heavy one trailing it); q_order maps the position to the
+  // query block. Without an order it is plain 0, 1, 2, ...
+  const int qi = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int qb = p.q_order ? p.q_order[qi] : qi;
   const int hkv = h / (p.num_heads / p.num_kv_heads);
   const int seq = p.seq_len;
   const int q0 = qb * BQ;

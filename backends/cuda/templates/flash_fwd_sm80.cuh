@@ -163,6 +163,15 @@ struct alignas(16) U4 {
 
 }  // namespace tilec_fa
 
+// First query row of this CTA, recomputed for the epilogue instead of held across the kv loop: with
+// the host's work order it comes from memory (q_order), so unlike blockIdx it cannot be
+// rematerialized for free, and at d = 96 the loop has no register to spare. The opaque
+// blockIdx keeps the compiler from merging the recomputation with the prologue's value.
+__device__ __forceinline__ int tilec_q_row0(const TilecParams& p) {
+  const int qi = tilec_opaque((int)blockIdx.x);
+  return (p.q_order ? __ldg(p.q_order + qi) : qi) * TILEC_BLOCK_Q;
+}
+
 extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTAS)
     TILEC_KERNEL_NAME(const TilecParams p) {
   using namespace tilec_fa;
@@ -170,7 +179,11 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;  // mma fragment row group / column pair
-  const int qb = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  // blockIdx.x walks query blocks in the host's work order (heaviest first, so light blocks
+  // fill the last wave instead of a heavy one trailing it); q_order maps the position to the
+  // query block. Without an order it is plain 0, 1, 2, ...
+  const int qi = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  const int qb = p.q_order ? p.q_order[qi] : qi;
   const int hkv = h / (p.num_heads / p.num_kv_heads);
   const int seq = p.seq_len;
   const int q0 = qb * BQ;
@@ -304,6 +317,7 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
 #pragma unroll
       for (int w = 0; w < MASK_WORDS; ++w) keep[w] = 0u;
       if (partial) {
+        const int q0c = q0;  // kept live (cheaper here than reloading: measured by ptxas -v)
 #pragma unroll
         for (int nt = 0; nt < SNT; ++nt)
 #pragma unroll
@@ -315,7 +329,7 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
             for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
               for (int hh = 0; hh < 2; ++hh) {
-                const int qr = q0 + wrow0 + mt * 16 + g + hh * 8;
+                const int qr = q0c + wrow0 + mt * 16 + g + hh * 8;
                 const bool q_ok = qr < seq;  // rows past seq_len are computed, never stored
                 const bool ok = q_ok & k_ok & tilec_mask(tilec_opaque(q_ok ? qr : seq - 1), kcl);
                 const int bit = (mt * SNT + nt) * 4 + 2 * hh + cc;
@@ -464,7 +478,8 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
     sK = (sK == sKV + (STAGES - 1) * STAGE_BYTES) ? sKV : sK + STAGE_BYTES;
   }
   tilec_cp_async_wait<0>();  // only empty groups can be left; drain anyway
-  u16* og = (u16*)p.o + b * p.o_batch_stride + h * p.o_head_stride + q0 * p.o_seq_stride;
+  const int q0e = tilec_q_row0(p);
+  u16* og = (u16*)p.o + b * p.o_batch_stride + h * p.o_head_stride + q0e * p.o_seq_stride;
   float* lse = p.lse ? p.lse + ((long long)b * p.num_heads + h) * seq : nullptr;
 
   // ---- epilogue: finish row sums, normalize, lse, stage O through this warp's
@@ -478,8 +493,8 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
       l += __shfl_xor_sync(0xffffffffu, l, 2);
       const float inv = l > 0.f ? tilec_rcp(l) : 0.f;  // fully masked row: acc == 0 -> O = 0
       const int r = wrow0 + mt * 16 + g + hh * 8;
-      if (lse && t == 0 && q0 + r < seq)
-        lse[q0 + r] = l > 0.f ? (tilec_mul_rn(m_run[mt][hh], sl2) + tilec_log2(l)) * TILEC_LN2 : TILEC_NEG_INF;
+      if (lse && t == 0 && q0e + r < seq)
+        lse[q0e + r] = l > 0.f ? (tilec_mul_rn(m_run[mt][hh], sl2) + tilec_log2(l)) * TILEC_LN2 : TILEC_NEG_INF;
 #pragma unroll
       for (int dt = 0; dt < DT; ++dt) {
         const u32 v = TILEC_PACK(acc[mt][dt][2 * hh] * inv, acc[mt][dt][2 * hh + 1] * inv);
@@ -492,7 +507,7 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
     const int idx = lane + 32 * i;
     const int r = wrow0 + idx / CPR, c = idx % CPR;
     const U4 v = *(const U4*)(sbase + swz(r, c));
-    if (q0 + r < seq) *(U4*)(og + r * p.o_seq_stride + c * 8) = v;
+    if (q0e + r < seq) *(U4*)(og + r * p.o_seq_stride + c * 8) = v;
   }
 }
 

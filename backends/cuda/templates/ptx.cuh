@@ -57,8 +57,9 @@ struct TilecParams {
   const int* full_indices;
   const int* partial_offsets;
   const int* partial_indices;
+  const int* q_order;  // [num_q_blocks] launch order of query blocks, or null for 0, 1, 2, ...
 };
-static_assert(sizeof(TilecParams) == 184, "TilecParams layout changed: update the TS packer");
+static_assert(sizeof(TilecParams) == 192, "TilecParams layout changed: update the TS packer");
 
 // Returns x unchanged, but the compiler must assume it changed: recomputing a
 // cheap value inside a loop beats holding it in a register across the loop.
