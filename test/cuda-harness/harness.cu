@@ -225,6 +225,7 @@ static DevRun run_device(const Problem& P, const Plan& plan, int reps, int warmu
   p.seq_len = P.S, p.num_heads = P.H, p.num_kv_heads = P.Hkv;
   p.scale_log2 = (float)(1.0 / std::sqrt((double)D) * 1.4426950408889634);
   p.full_offsets = dfo, p.full_indices = dfi, p.partial_offsets = dpo, p.partial_indices = dpi;
+  p.q_order = nullptr;  // natural launch order
   dim3 grid((P.S + BQ - 1) / BQ, P.H, P.B);
 
   DevRun r;
