@@ -10,6 +10,8 @@ import { lowerKernel } from "../compiler/lower.ts";
 import { CudaConfigError, cudaManifest, emitCuda } from "../backends/cuda/emit.ts";
 import { findNvcc, nvccCompile } from "../backends/cuda/nvcc.ts";
 import { CUDA_ARCHS, type CudaArch } from "../backends/cuda/target.ts";
+import { emitWgsl, WgslConfigError, wgslManifest } from "../backends/wgsl/emit.ts";
+import { DEFAULT_LIMITS } from "../backends/wgsl/target.ts";
 import {
   EXIT_DIAGNOSTICS,
   EXIT_OK,
@@ -109,10 +111,16 @@ function planCommand(
   return EXIT_OK;
 }
 
-function emitCommand(
-  file: string,
-  opts: { target: string; kernel?: string; out: string; arch: CudaArch },
-): number {
+interface EmitOptions {
+  target: "cuda" | "wgsl" | "plan";
+  kernel?: string;
+  out: string;
+  arch: CudaArch;
+  f16?: boolean;
+  subgroups?: boolean;
+}
+
+function emitCommand(file: string, opts: EmitOptions): number {
   const kernels = kernelsOf(file, opts.kernel);
   if (typeof kernels === "number") return kernels;
   mkdirSync(opts.out, { recursive: true });
@@ -130,6 +138,22 @@ function emitCommand(
       continue;
     }
     const ir = lowerKernel(p, file);
+    if (opts.target === "wgsl") {
+      try {
+        const caps = { f16: !!opts.f16, subgroups: !!opts.subgroups, limits: DEFAULT_LIMITS };
+        const w = emitWgsl(ir, caps);
+        write(`${k.name}.wgsl`, w.source);
+        write(
+          `${k.name}.manifest.json`,
+          JSON.stringify(wgslManifest(ir, w, { source: `${k.name}.wgsl` })) + "\n",
+        );
+      } catch (e) {
+        if (!(e instanceof WgslConfigError)) throw e;
+        process.stderr.write(`${file}: ${e.message}\n`);
+        failed = true;
+      }
+      continue;
+    }
     let src;
     try {
       src = emitCuda(ir, opts.arch);
@@ -197,8 +221,12 @@ export function buildProgram(setCode: (c: number) => void): Command {
     .command("emit")
     .description("write compiled artifacts for a spec's kernels")
     .argument("<file>", ".tile file")
-    .addOption(new Option("-t, --target <target>", "what to emit").choices(["cuda", "plan"]).default("cuda"))
+    .addOption(
+      new Option("-t, --target <target>", "what to emit").choices(["cuda", "wgsl", "plan"]).default("cuda"),
+    )
     .addOption(new Option("--arch <arch>", "CUDA architecture").choices([...CUDA_ARCHS]).default("sm_90"))
+    .option("--f16", "WGSL: f16 storage (needs the adapter's shader-f16)")
+    .option("--subgroups", "WGSL: subgroup reductions (needs the adapter's subgroups)")
     .option("-k, --kernel <name>", "only this kernel")
     .requiredOption("-o, --out <dir>", "output directory")
     .action((file: string, opts) => setCode(emitCommand(file, opts)));
