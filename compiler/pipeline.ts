@@ -1,5 +1,6 @@
 // The front half of tilec as one call: text → AST → CheckedSpec (with diagnostics), and kernel → plan.
-import { error, hasErrors, parse, type Diagnostic } from "../grammar/index.ts";
+import { error, hasErrors, parse, renderDiagnostics, type Diagnostic } from "../grammar/index.ts";
+import { lowerKernel, type KernelConfig, type KernelIR } from "./lower.ts";
 import { check, type CheckedSpec, type KernelSpec } from "./check.ts";
 import { buildPlan, type BlockPlan } from "./plan.ts";
 import { planStats, type PlanStats } from "./planStats.ts";
@@ -56,4 +57,24 @@ export interface KernelPlan {
 export function planKernel(kernel: KernelSpec): KernelPlan {
   const plan = buildPlan(kernel);
   return { kernel, plan, stats: planStats(plan, kernel.layout) };
+}
+
+/** A spec's (text or checked) kernel and its IR, by name (optional when there is one kernel). */
+export function kernelIR(
+  spec: string | CheckedSpec,
+  options: { kernel?: string; config?: KernelConfig; file?: string },
+): { kernel: KernelSpec; ir: KernelIR } {
+  let checked: CheckedSpec;
+  if (typeof spec === "string") {
+    const r = compileSpec(spec, options.file ?? "<spec>");
+    if (!r.spec) throw new Error(`the spec has errors:\n${renderDiagnostics(r.diagnostics, r.sources)}`);
+    checked = r.spec;
+  } else checked = spec;
+  const names = [...checked.kernels.keys()];
+  const name = options.kernel ?? (names.length === 1 ? names[0] : undefined);
+  if (!name)
+    throw new Error(`the spec has ${names.length} kernels (${names.join(", ")}): pass { kernel: NAME }`);
+  const ks = checked.kernels.get(name);
+  if (!ks) throw new Error(`the spec has no kernel '${name}'; it has ${names.join(", ")}`);
+  return { kernel: ks, ir: lowerKernel(planKernel(ks), checked.file, options.config) };
 }

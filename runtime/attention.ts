@@ -5,9 +5,8 @@
 import { emitCuda, PARAMS_BYTES, type CudaKernelSource } from "../backends/cuda/emit.ts";
 import { CUDA_ARCHS, type CudaArch } from "../backends/cuda/target.ts";
 import type { CheckedSpec } from "../compiler/check.ts";
-import { lowerKernel, type KernelConfig, type KernelIR } from "../compiler/lower.ts";
-import { compileSpec, planKernel } from "../compiler/pipeline.ts";
-import { renderDiagnostics } from "../grammar/index.ts";
+import type { KernelConfig, KernelIR } from "../compiler/lower.ts";
+import { kernelIR } from "../compiler/pipeline.ts";
 import { CudaDevice, DeviceBuffer, type CudaKernel, type CudaModule, type Stream } from "./cuda/device.ts";
 import { compileNvrtcCachedAsync } from "./cuda/nvrtcCache.ts";
 
@@ -54,8 +53,8 @@ export class CudaAttention {
   ) {
     this.kernel = module.getKernel(ir.entry);
     const p = ir.plan;
-    this.planBuffers = [p.full.offsets, p.full.indices, p.partial.offsets, p.partial.indices, ir.qOrder].map((a) =>
-      device.fromHost(a, "i32"),
+    this.planBuffers = [p.full.offsets, p.full.indices, p.partial.offsets, p.partial.indices, ir.qOrder].map(
+      (a) => device.fromHost(a, "i32"),
     );
   }
 
@@ -129,22 +128,9 @@ export class CudaAttention {
 
 /** Compiles one kernel of a spec (text or checked) for the current CUDA device. */
 export async function compile(spec: string | CheckedSpec, options: CompileOptions): Promise<CudaAttention> {
-  const file = options.file ?? "<spec>";
-  let checked: CheckedSpec;
-  if (typeof spec === "string") {
-    const r = compileSpec(spec, file);
-    if (!r.spec) throw new Error(`the spec has errors:\n${renderDiagnostics(r.diagnostics, r.sources)}`);
-    checked = r.spec;
-  } else checked = spec;
-  const names = [...checked.kernels.keys()];
-  const name = options.kernel ?? (names.length === 1 ? names[0] : undefined);
-  if (!name)
-    throw new Error(`the spec has ${names.length} kernels (${names.join(", ")}): pass { kernel: NAME }`);
-  const ks = checked.kernels.get(name);
-  if (!ks) throw new Error(`the spec has no kernel '${name}'; it has ${names.join(", ")}`);
+  const { ir } = kernelIR(spec, options);
   const device = CudaDevice.open();
   const arch = options.arch ?? archFor(device.arch);
-  const ir = lowerKernel(planKernel(ks), checked.file, options.config);
   const src = emitCuda(ir, arch);
   const out = await compileNvrtcCachedAsync(src.source, {
     arch: device.arch,

@@ -16,9 +16,8 @@ import {
 } from "../../backends/wgsl/emit.ts";
 import { bufferProblems } from "../../backends/wgsl/target.ts";
 import type { CheckedSpec, KernelSpec } from "../../compiler/check.ts";
-import { lowerKernel, type KernelConfig, type KernelIR } from "../../compiler/lower.ts";
-import { compileSpec, planKernel } from "../../compiler/pipeline.ts";
-import { renderDiagnostics } from "../../grammar/index.ts";
+import type { KernelConfig, KernelIR } from "../../compiler/lower.ts";
+import { kernelIR } from "../../compiler/pipeline.ts";
 import { WebGpuDevice, WebGpuError, type CompiledShader, type GpuTensor } from "./device.ts";
 
 export interface WgslCompileOptions extends WgslEmitOptions {
@@ -202,25 +201,7 @@ export class WgslAttention {
   }
 }
 
-/** A spec's (text or checked) kernel and its IR, by name (optional when there is one kernel). */
-export function kernelIR(
-  spec: string | CheckedSpec,
-  options: { kernel?: string; config?: KernelConfig; file?: string },
-): { kernel: KernelSpec; ir: KernelIR } {
-  let checked: CheckedSpec;
-  if (typeof spec === "string") {
-    const r = compileSpec(spec, options.file ?? "<spec>");
-    if (!r.spec) throw new Error(`the spec has errors:\n${renderDiagnostics(r.diagnostics, r.sources)}`);
-    checked = r.spec;
-  } else checked = spec;
-  const names = [...checked.kernels.keys()];
-  const name = options.kernel ?? (names.length === 1 ? names[0] : undefined);
-  if (!name)
-    throw new Error(`the spec has ${names.length} kernels (${names.join(", ")}): pass { kernel: NAME }`);
-  const ks = checked.kernels.get(name);
-  if (!ks) throw new Error(`the spec has no kernel '${name}'; it has ${names.join(", ")}`);
-  return { kernel: ks, ir: lowerKernel(planKernel(ks), checked.file, options.config) };
-}
+export { kernelIR };
 
 let browserDevice: Promise<WebGpuDevice> | undefined;
 
