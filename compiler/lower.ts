@@ -152,7 +152,9 @@ export function lowerKernel(kp: KernelPlan, specFile: string, config?: KernelCon
 /** Query blocks sorted by descending tile count (partial tiles weigh a little more), stable. */
 export function heaviestFirst(plan: BlockPlan): Int32Array {
   const work = (qb: number) =>
-    plan.full.offsets[qb + 1]! - plan.full.offsets[qb]! + 1.1 * (plan.partial.offsets[qb + 1]! - plan.partial.offsets[qb]!);
+    plan.full.offsets[qb + 1]! -
+    plan.full.offsets[qb]! +
+    1.1 * (plan.partial.offsets[qb + 1]! - plan.partial.offsets[qb]!);
   const order = Array.from({ length: plan.numQBlocks }, (_, i) => i);
   order.sort((a, b) => work(b) - work(a) || a - b);
   return Int32Array.from(order);
