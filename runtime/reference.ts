@@ -110,3 +110,60 @@ export function randomArray(length: number, seed: number): Float64Array {
   }
   return out;
 }
+
+export interface RowComparison {
+  /** ‖got − ref‖ / ‖ref‖ over the compared rows; NaN when any output was left unwritten. */
+  readonly relError: number;
+  /** Largest |lse − reference| over rows with an allowed key. */
+  readonly lseError: number;
+  /** Outputs still NaN (never written: outputs are poisoned before a run). */
+  readonly unwritten: number;
+  readonly nonFinite: number;
+  /** Rows without any allowed key gave out = 0 and lse = −inf. */
+  readonly maskedRowsOk: boolean;
+  readonly maskedRows: number;
+  readonly rows: number;
+}
+
+/**
+ * Compares a kernel's output ([batch, seq, heads, dim]) and LSE ([batch, heads, seq]) with the
+ * reference on the given rows — the one verdict every backend's tests and benchmark gates use.
+ */
+export function compareRows(
+  got: Numbers,
+  gotLse: Numbers,
+  ref: ReferenceResult,
+  shape: AttentionShape,
+  rows: readonly number[],
+): RowComparison {
+  const { batch, seqLen: n, heads, headDim: d } = shape;
+  let num = 0;
+  let den = 0;
+  let unwritten = 0;
+  let nonFinite = 0;
+  let lseError = 0;
+  let maskedRows = 0;
+  let maskedRowsOk = true;
+  for (let b = 0; b < batch; b++)
+    for (const i of rows)
+      for (let h = 0; h < heads; h++) {
+        const want = ref.lse[(b * heads + h) * n + i]!;
+        const have = gotLse[(b * heads + h) * n + i]!;
+        if (want === -Infinity) {
+          maskedRows++;
+          if (have !== -Infinity) maskedRowsOk = false;
+        } else lseError = Math.max(lseError, Number.isNaN(have) ? Infinity : Math.abs(have - want));
+        const o = ((b * n + i) * heads + h) * d;
+        for (let x = 0; x < d; x++) {
+          const g = got[o + x]!;
+          if (Number.isNaN(g)) unwritten++;
+          else if (!Number.isFinite(g)) nonFinite++;
+          const w = ref.out[o + x]!;
+          if (want === -Infinity && g !== 0) maskedRowsOk = false;
+          num += (g - w) * (g - w);
+          den += w * w;
+        }
+      }
+  const relError = unwritten ? NaN : Math.sqrt(num / Math.max(den, 1e-300));
+  return { relError, lseError, unwritten, nonFinite, maskedRowsOk, maskedRows, rows: rows.length };
+}

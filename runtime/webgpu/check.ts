@@ -2,23 +2,13 @@
 // sees exactly what the GPU sees), with out and lse poisoned (NaN) first, and compares the given rows
 // against the float64 reference. Shared by the WebGPU tests and the benchmark's correctness gate.
 import { elementMask } from "../../compiler/elementMask.ts";
-import { randomArray, referenceAttention } from "../reference.ts";
+import { compareRows, randomArray, referenceAttention, type RowComparison } from "../reference.ts";
 import type { TensorLayout } from "../../backends/wgsl/emit.ts";
 import type { WgslAttention } from "./attention.ts";
 import { roundToF16 } from "./half.ts";
 
-export interface WgslCheckResult {
-  readonly relError: number;
-  /** Largest |lse − reference| over rows with an allowed key. */
-  readonly lseError: number;
-  /** Outputs still NaN (never written). */
-  readonly unwritten: number;
-  readonly nonFinite: number;
-  /** Rows without any allowed key gave out = 0 and lse = −inf. */
-  readonly maskedRowsOk: boolean;
-  readonly maskedRows: number;
-  readonly rows: number;
-}
+/** The verdict of one run against the reference (shared with the CUDA tests). */
+export type WgslCheckResult = RowComparison;
 
 /** [b, s, h, d] ↔ [b, h, s, d]. */
 function transpose(x: Float32Array, batch: number, a: number, b: number, d: number): Float32Array {
@@ -70,42 +60,7 @@ export async function checkWgsl(
       scale,
       rows,
     );
-    let num = 0;
-    let den = 0;
-    let unwritten = 0;
-    let nonFinite = 0;
-    let lseError = 0;
-    let maskedRows = 0;
-    let maskedRowsOk = true;
-    for (let b = 0; b < batch; b++)
-      for (const i of rows)
-        for (let h = 0; h < heads; h++) {
-          const want = ref.lse[(b * heads + h) * n + i]!;
-          const have = gotLse[(b * heads + h) * n + i]!;
-          if (want === -Infinity) {
-            maskedRows++;
-            if (have !== -Infinity) maskedRowsOk = false;
-          } else lseError = Math.max(lseError, Number.isNaN(have) ? Infinity : Math.abs(have - want));
-          const o = ((b * n + i) * heads + h) * d;
-          for (let x = 0; x < d; x++) {
-            const g = got[o + x]!;
-            if (Number.isNaN(g)) unwritten++;
-            else if (!Number.isFinite(g)) nonFinite++;
-            const w = ref.out[o + x]!;
-            if (want === -Infinity && g !== 0) maskedRowsOk = false;
-            num += (g - w) * (g - w);
-            den += w * w;
-          }
-        }
-    return {
-      relError: unwritten ? NaN : Math.sqrt(num / Math.max(den, 1e-300)),
-      lseError,
-      unwritten,
-      nonFinite,
-      maskedRowsOk,
-      maskedRows,
-      rows: rows.length,
-    };
+    return compareRows(got, gotLse, ref, { batch, seqLen: n, heads, kvHeads, headDim: d }, rows);
   } finally {
     for (const t of [q, k, v, out, lse]) t.buffer.destroy();
   }

@@ -7,16 +7,9 @@ import { seqLen } from "../../compiler/layout.ts";
 import type { CudaAttention, TensorLayout } from "../../runtime/attention.ts";
 import { CudaDevice, type DeviceBuffer } from "../../runtime/cuda/device.ts";
 import { f32ToHalfBits, halfBitsToF32 } from "../../runtime/cuda/dtype.ts";
-import { randomArray, referenceAttention } from "../../runtime/reference.ts";
+import { compareRows, randomArray, referenceAttention, type RowComparison } from "../../runtime/reference.ts";
 
-export interface CheckResult {
-  readonly relError: number;
-  readonly lseError: number;
-  readonly unwritten: number;
-  readonly nonFinite: number;
-  readonly maskedRowsOk: boolean;
-  readonly rows: number;
-}
+export type CheckResult = RowComparison;
 
 function rounded(x: Float64Array, dtype: "bf16" | "fp16" | "fp32"): Float32Array {
   const f = Float32Array.from(x);
@@ -70,39 +63,7 @@ export function checkKernel(
       ir.scale,
       rows,
     );
-    let num = 0;
-    let den = 0;
-    let unwritten = 0;
-    let nonFinite = 0;
-    let lseErr = 0;
-    let maskedRowsOk = true;
-    for (let b = 0; b < batch; b++)
-      for (const i of rows)
-        for (let h = 0; h < heads; h++) {
-          const o = ((b * n + i) * heads + h) * d;
-          const want = ref.lse[(b * heads + h) * n + i]!;
-          const have = gotLse[(b * heads + h) * n + i]!;
-          if (want === -Infinity) {
-            if (have !== -Infinity) maskedRowsOk = false;
-          } else lseErr = Math.max(lseErr, Math.abs(have - want));
-          for (let x = 0; x < d; x++) {
-            const g = got[o + x]!;
-            if (Number.isNaN(g)) unwritten++;
-            else if (!Number.isFinite(g)) nonFinite++;
-            const w = ref.out[o + x]!;
-            if (want === -Infinity && g !== 0) maskedRowsOk = false;
-            num += (g - w) * (g - w);
-            den += w * w;
-          }
-        }
-    return {
-      relError: Math.sqrt(num / Math.max(den, 1e-300)),
-      lseError: lseErr,
-      unwritten,
-      nonFinite,
-      maskedRowsOk,
-      rows: rows.length,
-    };
+    return compareRows(got, gotLse, ref, { batch, seqLen: n, heads, kvHeads, headDim: d }, rows);
   } finally {
     for (const b of [q, k, v, out, lse] as DeviceBuffer[]) b.free();
   }
