@@ -89,7 +89,12 @@ export interface KernelIR {
 export function defaultConfig(blockQ: number, blockKv: number, dtype: Dtype): KernelConfig {
   const want = dtype === "fp32" ? 32 : 64;
   const kvTile = blockKv % want === 0 ? want : blockKv;
-  return { warps: Math.max(2, Math.min(4, blockQ / 32)), stages: 2, kvTile };
+  // Warps split the query rows into multiples of 16 (the mma tile height); 4 or 2 of them (the
+  // templates' cooperative loads assume a power of two). A block that neither divides is left to
+  // the backend's configuration check, which says so.
+  const preferred = blockQ >= 128 ? 4 : 2;
+  const warps = [preferred, 4, 2].find((w) => blockQ % (w * 16) === 0) ?? preferred;
+  return { warps, stages: 2, kvTile };
 }
 
 export function cIdentifier(s: string): string {
