@@ -164,3 +164,22 @@ export function heaviestFirst(plan: BlockPlan): Int32Array {
   order.sort((a, b) => work(b) - work(a) || a - b);
   return Int32Array.from(order);
 }
+
+/**
+ * The plan section every backend's manifest ships: the lists the kernel walks (at its own tile) and
+ * the density of the spec's plan, which is what tables and the paper compare.
+ */
+export function planManifest(ir: KernelIR): Record<string, unknown> {
+  const p = ir.plan;
+  return {
+    blockQ: ir.blockQ,
+    blockKv: ir.blockKv,
+    numQBlocks: p.numQBlocks,
+    numKvBlocks: p.numKvBlocks,
+    blocks: p.counts,
+    density: ir.density,
+    kernelDensity: ir.kernelDensity,
+    full: { offsets: Array.from(p.full.offsets), indices: Array.from(p.full.indices) },
+    partial: { offsets: Array.from(p.partial.offsets), indices: Array.from(p.partial.indices) },
+  };
+}

@@ -85,23 +85,9 @@ export function buildPlan(input: PlanInput): BlockPlan {
   };
   const full = lists(rows, qSig.ids, FULL);
   const partial = lists(rows, qSig.ids, PARTIAL);
-  return {
-    seqLen: n,
-    blockQ,
-    blockKv,
-    numQBlocks: numQ,
-    numKvBlocks: numKv,
-    classes,
-    full,
-    partial,
-    fullT: lists(cols, kSig.ids, FULL),
-    partialT: lists(cols, kSig.ids, PARTIAL),
-    counts: {
-      full: full.indices.length,
-      partial: partial.indices.length,
-      empty: numQ * numKv - full.indices.length - partial.indices.length,
-    },
-  };
+  const fullT = lists(cols, kSig.ids, FULL);
+  const partialT = lists(cols, kSig.ids, PARTIAL);
+  return assemble(n, blockQ, blockKv, classes, full, partial, fullT, partialT);
 }
 
 function indicesOf(v: Uint8Array, kind: number): Int32Array {
@@ -172,18 +158,48 @@ export function planFromClasses(
   }
   const full = rowMajor(classes, FULL, nFull, numQ, numKv);
   const partial = rowMajor(classes, PARTIAL, nPartial, numQ, numKv);
+  return assemble(
+    n,
+    blockQ,
+    blockKv,
+    classes,
+    full,
+    partial,
+    transpose(full, numKv),
+    transpose(partial, numKv),
+  );
+}
+
+/** A BlockPlan from its lists (counts derived), whichever way the lists were built. */
+function assemble(
+  n: number,
+  blockQ: number,
+  blockKv: number,
+  classes: Uint8Array,
+  full: Csr,
+  partial: Csr,
+  fullT: Csr,
+  partialT: Csr,
+): BlockPlan {
+  const numQBlocks = full.offsets.length - 1;
+  const numKvBlocks = fullT.offsets.length - 1;
+  const counts = {
+    full: full.indices.length,
+    partial: partial.indices.length,
+    empty: numQBlocks * numKvBlocks - full.indices.length - partial.indices.length,
+  };
   return {
     seqLen: n,
     blockQ,
     blockKv,
-    numQBlocks: numQ,
-    numKvBlocks: numKv,
+    numQBlocks,
+    numKvBlocks,
     classes,
     full,
     partial,
-    fullT: transpose(full, numKv),
-    partialT: transpose(partial, numKv),
-    counts: { full: nFull, partial: nPartial, empty: classes.length - nFull - nPartial },
+    fullT,
+    partialT,
+    counts,
   };
 }
 

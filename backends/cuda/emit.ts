@@ -4,7 +4,7 @@
 // the header that says what the kernel computes. Same IR in → byte-identical source out.
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { configKey, type KernelIR } from "../../compiler/lower.ts";
+import { configKey, planManifest, type KernelIR } from "../../compiler/lower.ts";
 import { CUDA_C, renderMaskFunction } from "../cexpr.ts";
 import { configProblems, sharedBytes, templateOf, type CudaArch } from "./target.ts";
 
@@ -132,17 +132,7 @@ export function cudaManifest(
         "q_order: const int32* (qOrder: query blocks, heaviest first; blockIdx.x is the position)",
       ],
     },
-    plan: {
-      blockQ: ir.blockQ,
-      blockKv: ir.blockKv,
-      numQBlocks: ir.plan.numQBlocks,
-      numKvBlocks: ir.plan.numKvBlocks,
-      blocks: ir.plan.counts,
-      density: ir.density,
-      full: { offsets: Array.from(ir.plan.full.offsets), indices: Array.from(ir.plan.full.indices) },
-      partial: { offsets: Array.from(ir.plan.partial.offsets), indices: Array.from(ir.plan.partial.indices) },
-      qOrder: Array.from(ir.qOrder),
-    },
+    plan: { ...planManifest(ir), qOrder: Array.from(ir.qOrder) },
     hash: ir.hash,
   };
 }
