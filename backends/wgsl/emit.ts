@@ -23,6 +23,7 @@ import {
   SUBGROUP_REDUCE,
   SUBGROUP_VARS,
 } from "./template.ts";
+import { unrollLoops } from "./unroll.ts";
 
 /** Byte size of `struct Params` in the template: six vec4<u32> and four 32-bit scalars. */
 export const PARAMS_BYTES = 112;
@@ -120,11 +121,12 @@ export function emitWgsl(ir: KernelIR, caps: WgslCaps, options: WgslEmitOptions 
     `const KCP4: u32 = ${t.kc / 4 + 1}u; // padded row of p_s, in vec4`,
     `const DV: u32 = ${d4 / t.tc}u; // output vec4 per row per invocation`,
   ];
-  const body = KERNEL_TEMPLATE.replace("{{SUBGROUP_VARS}}", sg ? SUBGROUP_VARS : "")
+  const template = KERNEL_TEMPLATE.replace("{{SUBGROUP_VARS}}", sg ? SUBGROUP_VARS : "")
     .replace("{{SUBGROUP_REDUCE}}", sg ? SUBGROUP_REDUCE : "")
     .replace("{{SUBGROUP_PARAMS}}", sg ? SUBGROUP_PARAMS : "")
     .replace("{{SUBGROUP_CHECK}}", sg ? SUBGROUP_CHECK : "  let use_sg = false;")
     .replace("{{ENTRY}}", ir.entry);
+  const body = unrollLoops(template, { RQ: t.rq, RK: t.rk, DV: d4 / t.tc });
   const source = [
     header,
     "",

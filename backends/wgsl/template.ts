@@ -10,6 +10,8 @@
 //       online softmax in f32 (row max across the tc invocations of a row); P → workgroup memory;
 //       O += P V in registers (rq rows × head_dim/4/tc vec4 per invocation).
 //     O / l → out; log-sum-exp → lse.
+// Loops over an invocation's register tile (i < RQ, j < RK, dd < DV, jj < 4u) are unrolled by the
+// emitter (unroll.ts), so private arrays are only ever indexed by constants.
 // Masked scores are a large finite negative (NEG), never -inf: WGSL does not promise IEEE
 // infinities, and a row with no allowed key yet must give p = 0, not exp2(NEG - NEG) = 1.
 
@@ -245,8 +247,10 @@ fn {{ENTRY}}(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) w
       m_i[i] = NEG;
       l_i[i] = 0.0;
     }
-    for (var e = 0u; e < RQ * DV; e++) {
-      o_acc[e] = vec4<f32>();
+    for (var i = 0u; i < RQ; i++) {
+      for (var dd = 0u; dd < DV; dd++) {
+        o_acc[i * DV + dd] = vec4<f32>();
+      }
     }
     // List 0 holds the full blocks (no element mask), list 1 the partial ones.
     for (var list = 0u; list < 2u; list++) {
