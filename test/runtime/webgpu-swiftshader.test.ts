@@ -1,6 +1,7 @@
 // Generated WGSL kernels EXECUTED on SwiftShader (a CPU Vulkan driver, from Debian's chromium-common)
 // through Dawn, against the float64 reference, with out and lse poisoned (NaN) before every call.
-// Skips with the reason where SwiftShader or the Vulkan loader is missing.
+// Skips with the reason where SwiftShader or the Vulkan loader is missing. With TILEC_WEBGPU_GPU=1 the
+// same tests run on the machine's GPU through Vulkan instead (the H100 check of issue 4).
 import { afterAll, describe, expect, it } from "vitest";
 import { WGSL, renderMaskFunction } from "../../backends/cexpr.ts";
 import { emitWgsl, type TensorLayout } from "../../backends/wgsl/emit.ts";
@@ -15,8 +16,12 @@ import { WebGpuDeviceLost } from "../../runtime/webgpu/device.ts";
 import { openNodeDevice, openSwiftShader } from "../../runtime/webgpu/node.ts";
 import { Rng, randomMask } from "../support/random.ts";
 
-const ss = await openSwiftShader();
+const onGpu = process.env.TILEC_WEBGPU_GPU === "1";
+const ss = onGpu
+  ? { device: await openNodeDevice({ backend: "vulkan", powerPreference: "high-performance" }), reason: "" }
+  : await openSwiftShader();
 const dev = ss.device;
+const where = onGpu ? `the GPU (${dev?.adapter.device})` : "SwiftShader";
 afterAll(() => dev?.destroy());
 
 const layoutOf = (d: number, extra = "") =>
@@ -43,7 +48,7 @@ async function expectCorrect(
   }
 }
 
-describe.skipIf(!dev)(`WGSL kernels on SwiftShader${dev ? "" : ` (skipped: ${ss.reason})`}`, () => {
+describe.skipIf(!dev)(`WGSL kernels on ${where}${dev ? "" : ` (skipped: ${ss.reason})`}`, () => {
   it("runs random masks with odd lengths, text tokens, GQA and ragged blocks (f32 < 1e-4)", async () => {
     // 79 tokens: 70 video (2 × 5 × 7) + 9 text; 16-token blocks leave a ragged 15-token last block.
     const r = new Rng(2024);
@@ -108,7 +113,7 @@ describe.skipIf(!dev)(`WGSL kernels on SwiftShader${dev ? "" : ` (skipped: ${ss.
   });
 
   it.skipIf(!dev?.caps.f16)(
-    `f16 storage and arithmetic (< 1e-2)${dev?.caps.f16 ? "" : " (skipped: SwiftShader offers no shader-f16)"}`,
+    `f16 storage and arithmetic (< 1e-2)${dev?.caps.f16 ? "" : ` (skipped: ${where} offers no shader-f16)`}`,
     async () => {
       await expectCorrect(`${layoutOf(32)}\nkernel k { layout L mask causal_frames block 16 x 16 }`, {
         storage: "f16",
@@ -215,7 +220,7 @@ ${cases}
   });
 
   it("turns device loss into an exception", async () => {
-    const own = (await openSwiftShader()).device!;
+    const own = onGpu ? await openNodeDevice({ backend: "vulkan" }) : (await openSwiftShader()).device!;
     const t = own.upload([1, 2, 3], "f32");
     expect(Array.from(await own.download(t))).toEqual([1, 2, 3]);
     own.destroy();
