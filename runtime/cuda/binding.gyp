@@ -9,7 +9,9 @@
         "native/kernel.cc",
         "native/nvrtc.cc",
         "native/half.cc",
-        "native/loader.cc"
+        "native/loader.cc",
+        "native/cublas.cc",
+        "native/nccl.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [

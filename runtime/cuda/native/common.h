@@ -89,5 +89,7 @@ void initDevice(Napi::Env env, Napi::Object exports);
 void initKernel(Napi::Env env, Napi::Object exports);
 void initNvrtc(Napi::Env env, Napi::Object exports);
 void initHalf(Napi::Env env, Napi::Object exports);
+void initCublas(Napi::Env env, Napi::Object exports);
+void initNccl(Napi::Env env, Napi::Object exports);
 
 }  // namespace tilec

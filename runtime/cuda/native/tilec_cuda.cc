@@ -311,6 +311,8 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   tilec::initKernel(env, exports);
   tilec::initNvrtc(env, exports);
   tilec::initHalf(env, exports);
+  tilec::initCublas(env, exports);
+  tilec::initNccl(env, exports);
   return exports;
 }
 
