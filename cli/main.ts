@@ -12,6 +12,7 @@ import { findNvcc, nvccCompile } from "../backends/cuda/nvcc.ts";
 import { CUDA_ARCHS, type CudaArch } from "../backends/cuda/target.ts";
 import { emitWgsl, WgslConfigError, wgslManifest } from "../backends/wgsl/emit.ts";
 import { DEFAULT_LIMITS } from "../backends/wgsl/target.ts";
+import { searchCommand } from "../search/cli.ts";
 import {
   EXIT_DIAGNOSTICS,
   EXIT_OK,
@@ -230,24 +231,69 @@ export function buildProgram(setCode: (c: number) => void): Command {
     .option("-k, --kernel <name>", "only this kernel")
     .requiredOption("-o, --out <dir>", "output directory")
     .action((file: string, opts) => setCode(emitCommand(file, opts)));
+  program
+    .command("search")
+    .description("layer-wise mask search: per layer, the sparsest kernel whose output error stays under r")
+    .argument("<spec>", ".tile file whose kernels are the candidate masks")
+    .requiredOption(
+      "--qkv <file>",
+      "calibration Q/K/V: safetensors with layers.{i}.q/k/v [batch, seq, heads, dim]",
+    )
+    .requiredOption("-r, --threshold <r>", "error threshold r (the paper uses 0.025 to 0.4)")
+    .addOption(new Option("--metric <metric>", "error measure").choices(["rel-l2", "mse"]).default("rel-l2"))
+    .option("-o, --out <file>", "write the searched model (with the spec's declarations) to this .tile file")
+    .addOption(
+      new Option("--device <device>", "where to run").choices(["auto", "cuda", "cpu"]).default("auto"),
+    )
+    .option("--kernels <names>", "comma-separated candidate kernels (default: all)")
+    .option("--model <name>", "take steps and step overrides from this model of the spec")
+    .option("--name <name>", "name of the searched model")
+    .option(
+      "--rows <n|all>",
+      "CPU: query rows to measure on (default all up to 4096 tokens, else 256 sampled)",
+    )
+    .option("--json", "print the result as JSON")
+    .action(async (file: string, opts) => {
+      // Async: only mainAsync awaits it (main() is synchronous for the other commands).
+      pending = searchCommand(file, opts).then(setCode);
+      await pending;
+    });
   return program;
+}
+
+let pending: Promise<void> | undefined;
+
+/** Every command, including the asynchronous `search`. */
+export async function mainAsync(argv: string[]): Promise<number> {
+  let code = EXIT_OK;
+  const program = buildProgram((c) => (code = c));
+  try {
+    await program.parseAsync(argv, { from: "user" });
+  } catch (e) {
+    return exitCodeOf(e);
+  }
+  return code;
+}
+
+function exitCodeOf(e: unknown): number {
+  // --help and --version exit 0 through here; everything else commander rejects is usage.
+  if (e instanceof CommanderError) return e.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+  if (e instanceof UsageError) {
+    process.stderr.write(`tilec: ${e.message}\n`);
+    return EXIT_USAGE;
+  }
+  throw e;
 }
 
 export function main(argv: string[]): number {
   let code = EXIT_OK;
   const program = buildProgram((c) => (code = c));
+  pending = undefined;
   try {
     program.parse(argv, { from: "user" });
+    if (pending) throw new Error("tilec search is asynchronous: call mainAsync()");
   } catch (e) {
-    if (e instanceof CommanderError) {
-      // --help and --version exit 0 through here; everything else commander rejects is usage.
-      return e.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
-    }
-    if (e instanceof UsageError) {
-      process.stderr.write(`tilec: ${e.message}\n`);
-      return EXIT_USAGE;
-    }
-    throw e;
+    return exitCodeOf(e);
   }
   return code;
 }
