@@ -86,7 +86,14 @@ export interface KernelIR {
  * 64-key tiles, double-buffered, is the fastest bf16 shape at head dim 64–128; fp32 tiles are 4-byte,
  * so they take 32 keys to stay within shared memory on every sm_8x part.
  */
-export function defaultConfig(blockQ: number, blockKv: number, dtype: Dtype): KernelConfig {
+export function defaultConfig(
+  blockQ: number,
+  blockKv: number,
+  dtype: Dtype,
+  target: { arch?: string; headDim?: number } = {},
+): KernelConfig {
+  const hopper = hopperConfig(blockQ, blockKv, dtype, target);
+  if (hopper) return hopper;
   const want = dtype === "fp32" ? 32 : 64;
   const kvTile = blockKv % want === 0 ? want : blockKv;
   // Warps split the query rows into multiples of 16 (the mma tile height); 4 or 2 of them (the
@@ -97,15 +104,39 @@ export function defaultConfig(blockQ: number, blockKv: number, dtype: Dtype): Ke
   return { warps, stages: 2, kvTile };
 }
 
+/**
+ * On sm_90 (H100) the CUDA backend's wgmma template (backends/cuda/templates/flash_fwd_sm90.cuh):
+ * a producer warpgroup plus one 64-row consumer warpgroup per 64 query rows, 128-key tiles (the
+ * wgmma N of S = Q K^T), double-buffered. Shapes it does not cover (fp32, head dims other than
+ * 64/96/128, query blocks other than 64/128 rows) keep the sm_80 configuration.
+ */
+export function hopperConfig(
+  blockQ: number,
+  blockKv: number,
+  dtype: Dtype,
+  target: { arch?: string; headDim?: number },
+): KernelConfig | undefined {
+  if (!target.arch?.startsWith("sm_90") || dtype === "fp32") return undefined;
+  if (![64, 96, 128].includes(target.headDim ?? 0) || (blockQ !== 64 && blockQ !== 128)) return undefined;
+  const kvTile = blockKv % 128 === 0 ? 128 : blockKv % 64 === 0 ? 64 : undefined;
+  if (!kvTile) return undefined;
+  return { warps: 4 * (blockQ / 64 + 1), stages: 2, kvTile };
+}
+
 export function cIdentifier(s: string): string {
   const id = s.replace(/[^A-Za-z0-9_]/g, "_");
   return /^[0-9]/.test(id) ? `_${id}` : id;
 }
 
-export function lowerKernel(kp: KernelPlan, specFile: string, config?: KernelConfig): KernelIR {
+export function lowerKernel(
+  kp: KernelPlan,
+  specFile: string,
+  config?: KernelConfig,
+  arch?: string,
+): KernelIR {
   const k: KernelSpec = kp.kernel;
   const l = k.layout;
-  const cfg = config ?? defaultConfig(k.blockQ, k.blockKv, l.dtype);
+  const cfg = config ?? defaultConfig(k.blockQ, k.blockKv, l.dtype, { arch, headDim: l.headDim });
   if (cfg.kvTile > k.blockKv || k.blockKv % cfg.kvTile !== 0 || cfg.kvTile % 16 !== 0)
     throw new RangeError(
       `kvTile ${cfg.kvTile} must be a multiple of 16 dividing the spec's key block ${k.blockKv}`,

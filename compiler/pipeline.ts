@@ -62,7 +62,7 @@ export function planKernel(kernel: KernelSpec): KernelPlan {
 /** A spec's (text or checked) kernel and its IR, by name (optional when there is one kernel). */
 export function kernelIR(
   spec: string | CheckedSpec,
-  options: { kernel?: string; config?: KernelConfig; file?: string },
+  options: { kernel?: string; config?: KernelConfig; file?: string; arch?: string },
 ): { kernel: KernelSpec; ir: KernelIR } {
   let checked: CheckedSpec;
   if (typeof spec === "string") {
@@ -76,5 +76,5 @@ export function kernelIR(
     throw new Error(`the spec has ${names.length} kernels (${names.join(", ")}): pass { kernel: NAME }`);
   const ks = checked.kernels.get(name);
   if (!ks) throw new Error(`the spec has no kernel '${name}'; it has ${names.join(", ")}`);
-  return { kernel: ks, ir: lowerKernel(planKernel(ks), checked.file, options.config) };
+  return { kernel: ks, ir: lowerKernel(planKernel(ks), checked.file, options.config, options.arch) };
 }

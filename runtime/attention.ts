@@ -128,12 +128,14 @@ export class CudaAttention {
 
 /** Compiles one kernel of a spec (text or checked) for the current CUDA device. */
 export async function compile(spec: string | CheckedSpec, options: CompileOptions): Promise<CudaAttention> {
-  const { ir } = kernelIR(spec, options);
   const device = CudaDevice.open();
   const arch = options.arch ?? archFor(device.arch);
+  // The wgmma template's sm_90a code runs on sm_90 parts only: pick its default configuration
+  // there and nowhere else (a later architecture gets the sm_80 template).
+  const { ir } = kernelIR(spec, { ...options, arch: device.arch === "sm_90" ? arch : undefined });
   const src = emitCuda(ir, arch);
   const out = await compileNvrtcCachedAsync(src.source, {
-    arch: device.arch,
+    arch: src.template === "sm90" ? src.compileArch : device.arch,
     name: `${ir.entry}.cu`,
     cacheDir: options.cacheDir,
     extraOptions: NVRTC_OPTIONS,

@@ -6,7 +6,15 @@ import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { configKey, planManifest, type KernelIR } from "../../compiler/lower.ts";
 import { CUDA_C, renderMaskFunction } from "../cexpr.ts";
-import { configProblems, sharedBytes, templateOf, type CudaArch } from "./target.ts";
+import {
+  compileArch,
+  configProblems,
+  sharedBytes,
+  templateOf,
+  type CudaArch,
+  type CudaTemplate,
+} from "./target.ts";
+import { renderWgmmaWrappers } from "./wgmma.ts";
 
 const templateCache = new Map<string, string>();
 
@@ -33,7 +41,9 @@ export interface CudaKernelSource {
   readonly source: string;
   readonly launch: CudaLaunch;
   readonly arch: CudaArch;
-  readonly template: "sm80" | "f32";
+  /** What NVRTC / nvcc compile for: `arch`, or sm_90a for the wgmma template. */
+  readonly compileArch: string;
+  readonly template: CudaTemplate;
 }
 
 export class CudaConfigError extends Error {
@@ -48,8 +58,8 @@ export class CudaConfigError extends Error {
 export function emitCuda(ir: KernelIR, arch: CudaArch): CudaKernelSource {
   const problems = configProblems(ir, arch);
   if (problems.length) throw new CudaConfigError(ir.name, problems);
-  const which = templateOf(ir);
-  const smem = sharedBytes(ir, ir.config);
+  const which = templateOf(ir, arch);
+  const smem = sharedBytes(ir, ir.config, which);
   const dtypeDefine = { bf16: "TILEC_DTYPE_BF16", fp16: "TILEC_DTYPE_FP16", fp32: "TILEC_DTYPE_FP32" }[
     ir.dtype
   ];
@@ -60,7 +70,9 @@ export function emitCuda(ir: KernelIR, arch: CudaArch): CudaKernelSource {
     `//   layout:  ${ir.seqLen} tokens, ${ir.heads} heads (${ir.kvHeads} kv) x ${ir.headDim}, ${ir.dtype}, batch ${ir.batch}`,
     `//   plan:    ${ir.specPlan.numQBlocks} x ${ir.specPlan.numKvBlocks} blocks of ${ir.specPlan.blockQ} x ${ir.specPlan.blockKv} as declared: density ${(ir.density * 100).toFixed(2)}%`,
     `//   kernel:  ${p.numQBlocks} x ${p.numKvBlocks} tiles of ${ir.blockQ} x ${ir.blockKv}: ${p.counts.full} full, ${p.counts.partial} partial, ${p.counts.empty} empty (density ${(ir.kernelDensity * 100).toFixed(2)}%)`,
-    `//   config:  ${configKey(ir.config)} (${ir.config.warps} warps, ${ir.config.stages} K/V stages), ${arch}, template ${which}`,
+    which === "sm90"
+      ? `//   config:  ${configKey(ir.config)} (${ir.config.warps} warps: 1 producer + ${ir.blockQ / 64} consumer warpgroups, ${ir.config.stages} K/V stages), ${arch} (compiled for sm_90a), template ${which}`
+      : `//   config:  ${configKey(ir.config)} (${ir.config.warps} warps, ${ir.config.stages} K/V stages), ${arch}, template ${which}`,
     `//   spec hash ${ir.hash}`,
     `// Launch: grid (${ir.grid.join(", ")}) = (query blocks in qOrder, heads, batch), block (${ir.threads}), dynamic shared memory ${smem} bytes.`,
     `// The block plan arrives as CSR lists in device memory (TilecParams.full_* / partial_*): for query`,
@@ -77,7 +89,18 @@ export function emitCuda(ir: KernelIR, arch: CudaArch): CudaKernelSource {
     `#define TILEC_KERNEL_NAME ${ir.entry}`,
   ].join("\n");
   const mask = renderMaskFunction("tilec_mask", ir.mask, ir.decode, CUDA_C);
-  const kernelFile = which === "sm80" ? "flash_fwd_sm80.cuh" : "flash_fwd_f32.cuh";
+  const kernelFile = { sm90: "flash_fwd_sm90.cuh", sm80: "flash_fwd_sm80.cuh", f32: "flash_fwd_f32.cuh" }[
+    which
+  ];
+  const hopper =
+    which === "sm90"
+      ? [
+          template("ptx_sm90.cuh"),
+          "",
+          renderWgmmaWrappers(ir.dtype === "fp16" ? "fp16" : "bf16", ir.blockKv, ir.headDim),
+          "",
+        ]
+      : [];
   const source = [
     header,
     "",
@@ -85,6 +108,7 @@ export function emitCuda(ir: KernelIR, arch: CudaArch): CudaKernelSource {
     "",
     template("ptx.cuh"),
     "",
+    ...hopper,
     CUDA_C.helpers,
     "",
     `// Element mask of partial blocks; q and k are token indices in the sequence.`,
@@ -99,6 +123,7 @@ export function emitCuda(ir: KernelIR, arch: CudaArch): CudaKernelSource {
     entry: ir.entry,
     source,
     arch,
+    compileArch: compileArch(which, arch),
     template: which,
     launch: { grid: ir.grid, block: [ir.threads, 1, 1], sharedBytes: smem },
   };

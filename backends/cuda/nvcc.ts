@@ -29,7 +29,7 @@ export function nvccCompile(cuFile: string, out: string, arch: string): PtxasRep
   const kind = out.endsWith(".ptx") ? "-ptx" : "-cubin";
   const args = [
     ...NVCC_FLAGS,
-    `-arch=${arch}`,
+    ...archFlags(arch, kind),
     kind,
     ...(kind === "-cubin" ? ["-Xptxas", "-v"] : []),
     cuFile,
@@ -40,6 +40,16 @@ export function nvccCompile(cuFile: string, out: string, arch: string): PtxasRep
   const log = `${r.stdout ?? ""}${r.stderr ?? ""}`;
   if (r.status !== 0) throw new Error(`nvcc failed on ${cuFile} (${arch}):\n${log}`);
   return kind === "-cubin" ? parsePtxas(log) : undefined;
+}
+
+/**
+ * -arch=sm_XX, except for architecture-specific targets (sm_90a): nvcc 13.0's -arch=sm_90a shorthand
+ * also runs a plain sm_90 pass that rejects wgmma, the -gencode form does not.
+ */
+function archFlags(arch: string, kind: "-ptx" | "-cubin"): string[] {
+  const m = /^sm_(\d+a)$/.exec(arch);
+  if (!m) return [`-arch=${arch}`];
+  return [`-gencode=arch=compute_${m[1]},code=${kind === "-ptx" ? "compute" : "sm"}_${m[1]}`];
 }
 
 export function parsePtxas(log: string): PtxasReport {

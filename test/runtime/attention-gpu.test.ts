@@ -5,12 +5,19 @@ import { describe, expect, it } from "vitest";
 import type { KernelSpec } from "../../compiler/check.ts";
 import { compileSpec } from "../../compiler/pipeline.ts";
 import { seqLen } from "../../compiler/layout.ts";
+import type { CudaArch } from "../../backends/cuda/target.ts";
 import { compile } from "../../runtime/attention.ts";
 import { available, CudaDevice } from "../../runtime/cuda/index.ts";
 import { checkKernel, sampleRows } from "../support/attentionCheck.ts";
 import { Rng, randomMask } from "../support/random.ts";
 
 const cuda = available();
+// On an sm_90 device compile() picks the wgmma template where it applies; the sm_80 template is
+// checked there too, by asking for sm_80 explicitly.
+const hopper = cuda.ok && CudaDevice.open().arch === "sm_90";
+const PATHS: { name: string; arch?: CudaArch }[] = hopper
+  ? [{ name: "default (sm_90a wgmma template where it applies)" }, { name: "sm_80 template", arch: "sm_80" }]
+  : [{ name: "default" }];
 const TOL = { bf16: 1e-2, fp16: 1e-2, fp32: 1e-4 } as const;
 
 function kernelOf(text: string, name = "k"): KernelSpec {
@@ -23,7 +30,7 @@ function kernelOf(text: string, name = "k"): KernelSpec {
 async function expectCorrect(
   kernel: KernelSpec,
   seed: number,
-  opts: { rows?: number[]; layout?: "bshd" | "bhsd" } = {},
+  opts: { rows?: number[]; layout?: "bshd" | "bhsd"; arch?: CudaArch } = {},
 ) {
   const attn = await compile(
     {
@@ -33,11 +40,11 @@ async function expectCorrect(
       models: new Map(),
       kernels: new Map([[kernel.name, kernel]]),
     },
-    { target: "cuda" },
+    { target: "cuda", arch: opts.arch },
   );
   try {
-    const r = checkKernel(attn, kernel, { seed, ...opts });
-    const label = `${kernel.name}: ${kernel.maskSource} (${kernel.layout.dtype}, d=${kernel.layout.headDim}, ${kernel.blockQ}x${kernel.blockKv}, ${opts.layout ?? "bshd"})`;
+    const r = checkKernel(attn, kernel, { seed, rows: opts.rows, layout: opts.layout });
+    const label = `${kernel.name}: ${kernel.maskSource} (${kernel.layout.dtype}, d=${kernel.layout.headDim}, ${kernel.blockQ}x${kernel.blockKv}, ${opts.layout ?? "bshd"}, template ${attn.compiled.template})`;
     expect(r.unwritten, `${label}: unwritten outputs`).toBe(0);
     expect(r.nonFinite, label).toBe(0);
     expect(r.maskedRowsOk, `${label}: fully masked rows must give 0 and lse -inf`).toBe(true);
@@ -52,9 +59,9 @@ async function expectCorrect(
 const small = (dtype: string, d: number, extra = "") =>
   `layout L { video 3 x 7 x 11 text 17 after batch 2 heads 4 kv_heads 2 head_dim ${d} dtype ${dtype} ${extra} }`;
 
-describe.skipIf(!cuda.ok)(
-  `generated CUDA kernels on the GPU${cuda.ok ? "" : ` (skipped: ${cuda.reason})`}`,
-  () => {
+describe.skipIf(!cuda.ok).each(PATHS)(
+  `generated CUDA kernels on the GPU${cuda.ok ? "" : ` (skipped: ${cuda.reason})`}: $name`,
+  ({ arch }) => {
     it.each([
       ["bf16", 64],
       ["bf16", 96],
@@ -74,7 +81,7 @@ describe.skipIf(!cuda.ok)(
             : ["64 x 64", "128 x 64", "64 x 128", "128 x 128", "64 x 32"],
         );
         const k = kernelOf(`${small(dtype, d)}\nkernel k { layout L mask ${mask} block ${block} }`);
-        await expectCorrect(k, 100 + i);
+        await expectCorrect(k, 100 + i, { arch });
       }
     });
 
@@ -82,7 +89,7 @@ describe.skipIf(!cuda.ok)(
       await expectCorrect(
         kernelOf(`${small("bf16", 64)}\nkernel k { layout L mask causal_frames or q.text block 64 x 64 }`),
         5,
-        { layout: "bhsd" },
+        { layout: "bhsd", arch },
       );
     });
 
@@ -92,6 +99,7 @@ describe.skipIf(!cuda.ok)(
           `${small("bf16", 64)}\nkernel k { layout L mask q.video and q.frame != 1 and k.video block 64 x 64 }`,
         ),
         6,
+        { arch },
       );
       expect(r.maskedRowsOk).toBe(true);
     });
@@ -102,12 +110,14 @@ describe.skipIf(!cuda.ok)(
           `layout L { video 5 x 9 x 13 heads 3 kv_heads 1 head_dim 64 dtype fp16 }\nkernel k { layout L mask temporal_band(1) block 128 x 64 }`,
         ),
         7,
+        { arch },
       );
       await expectCorrect(
         kernelOf(
           `layout L { video 1 x 1 x 1 heads 2 head_dim 64 }\nkernel k { layout L mask full block 64 x 64 }`,
         ),
         8,
+        { arch },
       );
     });
 
@@ -121,14 +131,14 @@ describe.skipIf(!cuda.ok)(
         models: new Map(),
         kernels: new Map([[k.name, k]]),
       };
-      const warm = await compile(spec, { target: "cuda" });
+      const warm = await compile(spec, { target: "cuda", arch });
       warm.free();
       dev.synchronize();
       const before = dev.memInfo().free;
       const n = 2 * 248 * 4 * 64;
       const [q, kk, v, o] = [0, 1, 2, 3].map(() => dev.allocElements("bf16", n).zero());
       for (let c = 0; c < 20; c++) {
-        const attn = await compile(spec, { target: "cuda" });
+        const attn = await compile(spec, { target: "cuda", arch });
         for (let i = 0; i < 50; i++) attn.run(q!, kk!, v!, o!);
         attn.free();
       }
@@ -151,7 +161,7 @@ describe.skipIf(!cuda.ok)(
           // Full sequence and the real plan; heads reduced so the float64 reference stays quick.
           const kvHeads = k.layout.kvHeads === k.layout.heads ? 2 : 1;
           const reduced: KernelSpec = { ...k, layout: { ...k.layout, heads: 2, kvHeads, batch: 1 } };
-          await expectCorrect(reduced, 11, { rows: sampleRows(seqLen(k.layout), k.blockQ, 40, 3) });
+          await expectCorrect(reduced, 11, { rows: sampleRows(seqLen(k.layout), k.blockQ, 40, 3), arch });
         }
       });
     }

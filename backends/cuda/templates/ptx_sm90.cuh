@@ -1,0 +1,81 @@
+// tilec CUDA template: Hopper (sm_90a) PTX helpers (ptx_sm90.cuh)
+//
+// Concatenated after ptx.cuh and before flash_fwd_sm90.cuh, with the generated wgmma wrappers
+// (backends/cuda/wgmma.ts) in between. Like ptx.cuh: inline PTX only, no #include. wgmma and
+// setmaxnreg need the architecture-specific target (nvcc -gencode=arch=compute_90a,code=sm_90a,
+// NVRTC -arch=sm_90a).
+#ifndef TILEC_PTX_SM90_CUH
+#define TILEC_PTX_SM90_CUH
+
+// ---------------------------------------------------------------- mbarrier
+__device__ __forceinline__ void tilec_mbar_init(u32 bar, u32 count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+// Makes the initialised barriers visible to every thread (and to the async proxy) before use.
+__device__ __forceinline__ void tilec_mbar_init_fence() {
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+// Blocks until the phase with parity `parity` has completed. A fresh barrier is in phase 0, so
+// waiting on parity 1 returns at once (the "previous" phase counts as complete).
+__device__ __forceinline__ void tilec_mbar_wait(u32 bar, u32 parity) {
+  u32 done;
+  do {
+    asm volatile(
+        "{\n .reg .pred p;\n mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+}
+__device__ __forceinline__ void tilec_mbar_arrive(u32 bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// Arrives on `bar` once every cp.async this thread issued so far has landed; counts as one of the
+// barrier's expected arrivals (.noinc), so the producer never waits for its own copies.
+__device__ __forceinline__ void tilec_cp_async_mbar_arrive(u32 bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+// Orders this thread's view of shared memory (generic proxy: cp.async, st.shared) before its later
+// async-proxy accesses (wgmma operand reads).
+__device__ __forceinline__ void tilec_fence_proxy_async() {
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+// Barrier over `count` threads (a multiple of 32) on hardware barrier `id` (0 is __syncthreads).
+__device__ __forceinline__ void tilec_named_barrier(u32 id, u32 count) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+
+// ---------------------------------------------------------------- registers
+template <int N>
+__device__ __forceinline__ void tilec_setmaxnreg_inc() {
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+template <int N>
+__device__ __forceinline__ void tilec_setmaxnreg_dec() {
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(N));
+}
+// Pins accumulator registers at this point of the program: the compiler may not move reads or
+// writes of x across it, so nothing touches a wgmma accumulator between issue and wait.
+template <int N>
+__device__ __forceinline__ void tilec_reg_fence(float (&x)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(x[i])::"memory");
+}
+
+// ---------------------------------------------------------------- wgmma
+__device__ __forceinline__ void tilec_wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void tilec_wgmma_commit() {
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N>
+__device__ __forceinline__ void tilec_wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Shared-memory matrix descriptor: start address, leading and stride byte offsets (>> 4), swizzle
+// mode in bits 62-63 (1: 128-byte, 2: 64-byte). Every swizzle atom starts aligned (1024 / 512
+// bytes), so the base offset field stays 0.
+__device__ __forceinline__ u64 tilec_gmma_desc(u32 saddr, u32 lbo, u32 sbo, u32 mode) {
+  return (u64)((saddr & 0x3FFFFu) >> 4) | ((u64)(lbo >> 4) << 16) | ((u64)(sbo >> 4) << 32) | ((u64)mode << 62);
+}
+
+#endif  // TILEC_PTX_SM90_CUH

@@ -1,0 +1,66 @@
+// wgmma wrappers for the sm_90a template. One warpgroup-wide `wgmma.mma_async` names every
+// accumulator register of its N/2-float fragment as an operand, so each (shape, dtype) is its own
+// inline-asm statement: rendered here for exactly the shapes a kernel uses instead of written out
+// by hand for every N. Deterministic: same arguments, same text.
+
+export type WgmmaType = "bf16" | "fp16";
+
+const PTX_TYPE: Record<WgmmaType, string> = { bf16: "bf16", fp16: "f16" };
+
+function accOperands(n: number): { list: string; constraints: string } {
+  const regs = n / 2;
+  return {
+    list: Array.from({ length: regs }, (_, i) => `%${i}`).join(", "),
+    constraints: Array.from({ length: regs }, (_, i) => `"+f"(d[${i}])`).join(", "),
+  };
+}
+
+/**
+ * D(64×N, f32) (+)= A(64×16) · B(16×N), both operands in shared memory (descriptors), B K-major:
+ * tilec_wgmma_ss_n{N}(d, descA, descB, accumulate). With accumulate = 0 D is overwritten.
+ */
+function ssWrapper(n: number, t: WgmmaType): string {
+  const { list, constraints } = accOperands(n);
+  const r = n / 2;
+  return [
+    `__device__ __forceinline__ void tilec_wgmma_ss_n${n}(float* d, u64 da, u64 db, int accumulate) {`,
+    `  asm volatile(`,
+    `      "{\\n .reg .pred p;\\n setp.ne.b32 p, %${r + 2}, 0;\\n"`,
+    `      " wgmma.mma_async.sync.aligned.m64n${n}k16.f32.${PTX_TYPE[t]}.${PTX_TYPE[t]} {${list}}, %${r}, %${r + 1}, p, 1, 1, 0, 0;\\n}\\n"`,
+    `      : ${constraints}`,
+    `      : "l"(da), "l"(db), "r"(accumulate));`,
+    `}`,
+  ].join("\n");
+}
+
+/**
+ * D(64×N, f32) += A(64×16, registers: the mma.sync A-fragment layout per warp) · B(16×N) with B
+ * read N-major from shared memory (imm-trans-b = 1): V stored [key][dim] is consumed as is.
+ */
+function rsWrapper(n: number, t: WgmmaType): string {
+  const { list, constraints } = accOperands(n);
+  const r = n / 2;
+  return [
+    `__device__ __forceinline__ void tilec_wgmma_rs_n${n}(float* d, const u32* a, u64 db, int accumulate) {`,
+    `  asm volatile(`,
+    `      "{\\n .reg .pred p;\\n setp.ne.b32 p, %${r + 5}, 0;\\n"`,
+    `      " wgmma.mma_async.sync.aligned.m64n${n}k16.f32.${PTX_TYPE[t]}.${PTX_TYPE[t]} {${list}}, {%${r}, %${r + 1}, %${r + 2}, %${r + 3}}, %${r + 4}, p, 1, 1, 1;\\n}\\n"`,
+    `      : ${constraints}`,
+    `      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate));`,
+    `}`,
+  ].join("\n");
+}
+
+/** The wrappers a kernel with key tile `kvTile` and head dim `headDim` needs. */
+export function renderWgmmaWrappers(t: WgmmaType, kvTile: number, headDim: number): string {
+  for (const n of [kvTile, headDim])
+    if (n % 8 !== 0 || n < 8 || n > 256)
+      throw new RangeError(`wgmma N must be a multiple of 8 in 8..256, not ${n}`);
+  return [
+    `// wgmma wrappers for this kernel (rendered by backends/cuda/wgmma.ts): S = Q K^T with N = ${kvTile}`,
+    `// keys, O += P V with N = ${headDim} dims; ${t} operands, f32 accumulators.`,
+    ssWrapper(kvTile, t),
+    "",
+    rsWrapper(headDim, t),
+  ].join("\n");
+}
