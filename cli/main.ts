@@ -232,6 +232,29 @@ export function buildProgram(setCode: (c: number) => void): Command {
     .requiredOption("-o, --out <dir>", "output directory")
     .action((file: string, opts) => setCode(emitCommand(file, opts)));
   program
+    .command("launch")
+    .description("run a script on N GPUs, one Node process per GPU (sequence parallelism over NCCL)")
+    .requiredOption("-g, --gpus <n>", "number of ranks, one GPU each")
+    .option("--devices <ids>", "comma-separated GPU per rank (default: $CUDA_VISIBLE_DEVICES, else 0..n-1)")
+    .addOption(
+      new Option(
+        "--device-mode <mode>",
+        "visible: CUDA_VISIBLE_DEVICES=<gpu> per rank; ordinal: open device <gpu>",
+      )
+        .choices(["visible", "ordinal"])
+        .default("visible"),
+    )
+    .option("--timeout <seconds>", "stop every rank after this long")
+    .argument("<script>", "the rank script (see runtime/parallel/world.ts)")
+    .argument("[args...]", "arguments passed to every rank (put `--` before ones that start with -)")
+    .action(async (script: string, args: string[], opts) => {
+      // Async like search: only mainAsync awaits it. Loaded lazily (child processes, NCCL).
+      pending = import("../runtime/parallel/launchCommand.ts")
+        .then(({ launchCommand }) => launchCommand(script, args, opts))
+        .then(setCode);
+      await pending;
+    });
+  program
     .command("search")
     .description("layer-wise mask search: per layer, the sparsest kernel whose output error stays under r")
     .argument("<spec>", ".tile file whose kernels are the candidate masks")

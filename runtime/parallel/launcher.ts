@@ -65,6 +65,7 @@ function rankEnv(o: LaunchOptions, rank: number, devices: readonly string[]): No
     ...o.env,
     [RANK_ENV.rank]: String(rank),
     [RANK_ENV.size]: String(o.size),
+    [RANK_ENV.launched]: "1",
   };
   const mode = o.deviceMode ?? "visible";
   if (mode === "visible") {

@@ -262,13 +262,26 @@ export class NcclComm {
    * peers progress together. Offsets and counts are in elements of the buffers' dtype.
    */
   exchange(plan: Exchange, send: DeviceBuffer, recv: DeviceBuffer, stream: Stream | null = null): void {
-    sameDtype(send, recv, "exchange");
+    this.exchangeAll([{ plan, send, recv }], stream);
+  }
+
+  /** Several exchanges of one dtype (e.g. q, k and v) in a single NCCL group. */
+  exchangeAll(
+    items: readonly { plan: Exchange; send: DeviceBuffer; recv: DeviceBuffer }[],
+    stream: Stream | null = null,
+  ): void {
+    if (!items.length) return;
+    const dtype = items[0]!.send.dtype;
     const ops: P2pOp[] = [];
-    for (const t of plan.sends)
-      ops.push({ recv: false, peer: t.peer, ptr: at(send, t.offset, t.count), count: t.count });
-    for (const t of plan.recvs)
-      ops.push({ recv: true, peer: t.peer, ptr: at(recv, t.offset, t.count), count: t.count });
-    ncclAddon().ncclGroupSendRecv(this.handle, ops, ncclDtype(send.dtype), stream?.handle ?? null);
+    for (const { plan, send, recv } of items) {
+      sameDtype(send, recv, "exchange");
+      if (send.dtype !== dtype) throw new TypeError(`exchangeAll mixes ${dtype} and ${send.dtype} buffers`);
+      for (const t of plan.sends)
+        ops.push({ recv: false, peer: t.peer, ptr: at(send, t.offset, t.count), count: t.count });
+      for (const t of plan.recvs)
+        ops.push({ recv: true, peer: t.peer, ptr: at(recv, t.offset, t.count), count: t.count });
+    }
+    ncclAddon().ncclGroupSendRecv(this.handle, ops, ncclDtype(dtype), stream?.handle ?? null);
   }
 
   /** Equal split: send chunk p (send.length / size elements) goes to rank p's recv chunk `rank`. */

@@ -14,7 +14,7 @@ import {
   type DeviceBuffer,
   type Stream,
 } from "../cuda/device.ts";
-import { DTYPE_BYTES } from "../cuda/dtype.ts";
+import { DTYPE_BYTES, type DType } from "../cuda/dtype.ts";
 import { compileNvrtcCachedAsync } from "../cuda/nvrtcCache.ts";
 import type { SwapAxes } from "./partition.ts";
 
@@ -28,8 +28,17 @@ const TYPES: Record<Width, string> = {
   1: "unsigned char",
 };
 
-export const SWAP_AXES_SOURCE = `// tilec sequence parallelism: out[j][i][:] = in[i][j][:] for in = [outer, inner, unit].
-// One thread block per input row, grid-stride over rows; threads stride over the row's vectors.
+const entry = (name: string, params: string, call: string) =>
+  WIDTHS.map(
+    (w) =>
+      `extern "C" __global__ void tilec_${name}_${w}(const ${TYPES[w]}* in, ${TYPES[w]}* out, ${params}) {\n` +
+      `  ${call};\n}`,
+  ).join("\n");
+
+export const SWAP_AXES_SOURCE = `// tilec sequence parallelism: device copies around the all-to-all.
+// One thread block per row, grid-stride over rows; threads stride over the row's vectors.
+
+// out[j][i][:] = in[i][j][:] for in = [outer, inner, unit].
 template <typename T>
 __device__ __forceinline__ void swap_axes(const T* __restrict__ in, T* __restrict__ out, long long outer,
                                           long long inner, long long unit) {
@@ -41,23 +50,45 @@ __device__ __forceinline__ void swap_axes(const T* __restrict__ in, T* __restric
     for (long long c = threadIdx.x; c < unit; c += blockDim.x) dst[c] = src[c];
   }
 }
-${WIDTHS.map(
-  (
-    w,
-  ) => `extern "C" __global__ void tilec_swap_axes_${w}(const ${TYPES[w]}* in, ${TYPES[w]}* out, long long outer,
-                                                long long inner, long long unit) {
-  swap_axes(in, out, outer, inner, unit);
-}`,
-).join("\n")}
+
+// out[b][t][:] = in[b·inBatchStride + t·unit ...] for b < batch, t < rows: a run of rows of every
+// batch (the input pointer arrives offset to the run's first row).
+template <typename T>
+__device__ __forceinline__ void copy_rows(const T* __restrict__ in, T* __restrict__ out, long long batch,
+                                          long long rows, long long unit, long long inBatchStride) {
+  for (long long row = blockIdx.x; row < batch * rows; row += gridDim.x) {
+    const long long b = row / rows, t = row - b * rows;
+    const T* src = in + b * inBatchStride + t * unit;
+    T* dst = out + row * unit;
+    for (long long c = threadIdx.x; c < unit; c += blockDim.x) dst[c] = src[c];
+  }
+}
+
+${entry("swap_axes", "long long outer, long long inner, long long unit", "swap_axes(in, out, outer, inner, unit)")}
+${entry(
+  "copy_rows",
+  "long long batch, long long rows, long long unit, long long inBatchStride",
+  "copy_rows(in, out, batch, rows, unit, inBatchStride)",
+)}
 `;
 
 const MAX_BLOCKS = 1 << 16;
 
+/** The widest access dividing a row (buffers start 256-byte aligned; rows are whole multiples of it). */
+function vectors(rowElems: number, dtype: DType): { width: Width; unit: number; threads: number } {
+  const rowBytes = rowElems * DTYPE_BYTES[dtype];
+  const width = WIDTHS.find((w) => rowBytes % w === 0)!;
+  const unit = rowBytes / width;
+  return { width, unit, threads: Math.min(256, Math.ceil(unit / 32) * 32) };
+}
+
 export class SwapAxesKernel {
-  private readonly kernels: Map<Width, CudaKernel>;
+  private readonly swap: Map<Width, CudaKernel>;
+  private readonly copy: Map<Width, CudaKernel>;
 
   private constructor(private readonly module: CudaModule) {
-    this.kernels = new Map(WIDTHS.map((w) => [w, module.getKernel(`tilec_swap_axes_${w}`)]));
+    this.swap = new Map(WIDTHS.map((w) => [w, module.getKernel(`tilec_swap_axes_${w}`)]));
+    this.copy = new Map(WIDTHS.map((w) => [w, module.getKernel(`tilec_copy_rows_${w}`)]));
   }
 
   static async compile(cacheDir?: string): Promise<SwapAxesKernel> {
@@ -81,13 +112,9 @@ export class SwapAxesKernel {
     if (input.length < elems || output.length < elems)
       throw new RangeError(`swap axes of ${s.outer}×${s.inner}×${s.unit} needs ${elems} elements`);
     if (elems === 0) return;
-    const rowBytes = s.unit * DTYPE_BYTES[input.dtype];
-    // Buffers start 256-byte aligned (cuMemAlloc) and rows are whole multiples of `width`.
-    const width = WIDTHS.find((w) => rowBytes % w === 0)!;
-    const unit = rowBytes / width;
+    const { width, unit, threads } = vectors(s.unit, input.dtype);
     const rows = s.outer * s.inner;
-    const threads = Math.min(256, Math.ceil(unit / 32) * 32);
-    this.kernels
+    this.swap
       .get(width)!
       .launch({ grid: Math.min(rows, MAX_BLOCKS), block: threads, stream }, [
         { ptr: input },
@@ -95,6 +122,38 @@ export class SwapAxesKernel {
         { i64: BigInt(s.outer) },
         { i64: BigInt(s.inner) },
         { i64: BigInt(unit) },
+      ]);
+  }
+
+  /**
+   * Tokens [start, start + count) of every batch of `input` = [batch, total, rowElems] into
+   * `output` = [batch, count, rowElems]: a rank's slice of a tensor every rank holds whole.
+   */
+  sliceRows(
+    input: DeviceBuffer,
+    output: DeviceBuffer,
+    s: { batch: number; total: number; start: number; count: number; rowElems: number },
+    stream: Stream | null = null,
+  ): void {
+    if (input.dtype !== output.dtype)
+      throw new TypeError(`slice rows: input is ${input.dtype} but output is ${output.dtype}`);
+    if (s.start < 0 || s.count < 0 || s.start + s.count > s.total)
+      throw new RangeError(`rows [${s.start}, ${s.start + s.count}) outside ${s.total}`);
+    if (input.length < s.batch * s.total * s.rowElems || output.length < s.batch * s.count * s.rowElems)
+      throw new RangeError(
+        `slice rows: buffers smaller than [${s.batch}, ${s.total}|${s.count}, ${s.rowElems}]`,
+      );
+    if (s.batch * s.count === 0 || s.rowElems === 0) return;
+    const { width, unit, threads } = vectors(s.rowElems, input.dtype);
+    this.copy
+      .get(width)!
+      .launch({ grid: Math.min(s.batch * s.count, MAX_BLOCKS), block: threads, stream }, [
+        { ptr: input.ptrAt(s.start * s.rowElems) },
+        { ptr: output },
+        { i64: BigInt(s.batch) },
+        { i64: BigInt(s.count) },
+        { i64: BigInt(unit) },
+        { i64: BigInt(s.total * unit) },
       ]);
   }
 

@@ -17,6 +17,8 @@ export const RANK_ENV = {
   size: "TILEC_WORLD_SIZE",
   /** CUDA device ordinal the rank opens (0 when the launcher narrowed CUDA_VISIBLE_DEVICES to one GPU). */
   device: "TILEC_DEVICE",
+  /** "1" in processes started by launch(): only then is the IPC channel the launcher's. */
+  launched: "TILEC_LAUNCHED",
 } as const;
 
 /** IPC messages between a rank and the launcher. */
@@ -46,7 +48,8 @@ export function rankInfo(env: NodeJS.ProcessEnv = process.env): RankInfo {
   const size = envInt(env, RANK_ENV.size, 1);
   const rank = envInt(env, RANK_ENV.rank, 0);
   if (size < 1 || rank >= size) throw new Error(`rank ${rank} outside a world of ${size}`);
-  const launched = typeof process.send === "function";
+  // A process forked by something else (a vitest worker) has an IPC channel that is not ours.
+  const launched = env[RANK_ENV.launched] === "1" && typeof process.send === "function";
   if (size > 1 && !launched)
     throw new Error(
       `$${RANK_ENV.size}=${size} but this process has no launcher: start it with \`tilec launch\``,
@@ -63,7 +66,7 @@ function send(message: RankMessage): Promise<void> {
 // A rank whose launcher is gone must not linger (it may be blocked waiting for peers).
 let watchingLauncher = false;
 function exitWithLauncher(): void {
-  if (watchingLauncher || typeof process.send !== "function") return;
+  if (watchingLauncher) return;
   watchingLauncher = true;
   process.on("disconnect", () => {
     process.stderr.write("tilec: the launcher went away; exiting\n");
@@ -115,8 +118,9 @@ export async function initWorld(info: RankInfo = rankInfo()): Promise<World> {
  * launcher stop the other ranks. Without a launcher the value is printed as JSON.
  */
 export function runRank<T>(main: (info: RankInfo) => Promise<T>): void {
+  let launched = false;
   const finish = async (message: RankMessage, code: number) => {
-    if (typeof process.send === "function") await send(message).catch(() => {});
+    if (launched) await send(message).catch(() => {});
     else if (message.type === "tilec:result" && message.value !== undefined)
       process.stdout.write(JSON.stringify(message.value) + "\n");
     else if (message.type === "tilec:error") process.stderr.write(`${message.stack ?? message.message}\n`);
@@ -125,7 +129,8 @@ export function runRank<T>(main: (info: RankInfo) => Promise<T>): void {
   };
   (async () => {
     const info = rankInfo();
-    exitWithLauncher();
+    launched = info.launched;
+    if (launched) exitWithLauncher();
     return main(info);
   })().then(
     (value) => finish({ type: "tilec:result", value }, 0),
