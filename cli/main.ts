@@ -13,6 +13,7 @@ import { CUDA_ARCHS, type CudaArch } from "../backends/cuda/target.ts";
 import { emitWgsl, WgslConfigError, wgslManifest } from "../backends/wgsl/emit.ts";
 import { DEFAULT_LIMITS } from "../backends/wgsl/target.ts";
 import { searchCommand } from "../search/cli.ts";
+import { tuneCommand } from "../tune/cli.ts";
 import {
   EXIT_DIAGNOSTICS,
   EXIT_OK,
@@ -281,12 +282,34 @@ export function buildProgram(setCode: (c: number) => void): Command {
       pending = searchCommand(file, opts).then(setCode);
       await pending;
     });
+  program
+    .command("tune")
+    .description(
+      "autotune a spec's kernels on this machine's GPU; winners go to the cache compile() and emit use",
+    )
+    .argument("<file>", ".tile file")
+    .addOption(
+      new Option("-t, --target <target>", "backend to tune").choices(["cuda", "wgsl"]).default("cuda"),
+    )
+    .option("-k, --kernel <name>", "only this kernel")
+    .option("--top <n>", "time only the cost model's best n candidates (and the default)")
+    .option("--reps <n>", "timed runs per candidate (median reported)", "10")
+    .option("--warmup <n>", "untimed runs before timing", "2")
+    .option("--heads <n>", "WGSL: run at this many heads (default: the most the adapter can bind)")
+    .option("--swiftshader", "WGSL: run on SwiftShader (CPU Vulkan) instead of the GPU")
+    .option("--no-save", "do not store the winners in the cache")
+    .option("--no-progress", "no progress bar on stderr")
+    .option("--json", "print the whole run as JSON")
+    .action(async (file: string, opts) => {
+      pending = tuneCommand(file, opts).then(setCode);
+      await pending;
+    });
   return program;
 }
 
 let pending: Promise<void> | undefined;
 
-/** Every command, including the asynchronous `search`. */
+/** Every command, including the asynchronous `search` and `tune`. */
 export async function mainAsync(argv: string[]): Promise<number> {
   let code = EXIT_OK;
   const program = buildProgram((c) => (code = c));
@@ -314,7 +337,7 @@ export function main(argv: string[]): number {
   pending = undefined;
   try {
     program.parse(argv, { from: "user" });
-    if (pending) throw new Error("tilec search is asynchronous: call mainAsync()");
+    if (pending) throw new Error(`tilec ${argv[0]} is asynchronous: call mainAsync()`);
   } catch (e) {
     return exitCodeOf(e);
   }
