@@ -9,6 +9,7 @@ import type { KernelConfig, KernelIR } from "../compiler/lower.ts";
 import { kernelIR } from "../compiler/pipeline.ts";
 import { CudaDevice, DeviceBuffer, type CudaKernel, type CudaModule, type Stream } from "./cuda/device.ts";
 import { compileNvrtcCachedAsync } from "./cuda/nvrtcCache.ts";
+import { tunedCudaCompile } from "../tune/apply.ts";
 
 export interface CompileOptions {
   readonly target: "cuda";
@@ -18,6 +19,11 @@ export interface CompileOptions {
   readonly arch?: CudaArch;
   readonly file?: string;
   readonly cacheDir?: string;
+  /**
+   * Use `tilec tune`'s winner for this kernel on this device when the tuning cache has one (default
+   * true; never when `config` is given; $TILEC_TUNED=0 turns it off).
+   */
+  readonly tuned?: boolean;
 }
 
 export type TensorLayout = "bshd" | "bhsd";
@@ -129,6 +135,17 @@ export class CudaAttention {
 /** Compiles one kernel of a spec (text or checked) for the current CUDA device. */
 export async function compile(spec: string | CheckedSpec, options: CompileOptions): Promise<CudaAttention> {
   const device = CudaDevice.open();
+  if (!options.config && options.tuned !== false) {
+    const t = tunedCudaCompile(spec, options, device);
+    if (t)
+      return compile(t.spec, {
+        ...options,
+        kernel: t.kernel,
+        config: t.config,
+        arch: t.arch as CudaArch,
+        tuned: false,
+      });
+  }
   const arch = options.arch ?? archFor(device.arch);
   // The wgmma template's sm_90a code runs on sm_90 parts only: pick its default configuration
   // there and nowhere else (a later architecture gets the sm_80 template).

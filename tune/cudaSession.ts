@@ -5,25 +5,13 @@ import type { CheckedSpec, KernelSpec } from "../compiler/check.ts";
 import { compile, type CudaAttention } from "../runtime/attention.ts";
 import { CudaDevice, CudaEvent, type DeviceBuffer } from "../runtime/cuda/device.ts";
 import { f32ToHalfBits, halfBitsToF32, isHalf } from "../runtime/cuda/dtype.ts";
-import { nvrtcVersion } from "../runtime/cuda/nvrtc.ts";
 import { randomArray } from "../runtime/reference.ts";
 import { seqLen } from "../compiler/layout.ts";
-import type { DeviceIdentity } from "./cache.ts";
 import type { Candidate } from "./candidates.ts";
 import type { CudaChoice } from "./choice.ts";
 import { cudaTuneLimits, type CudaTuneLimits } from "./cudaSpace.ts";
 import { ReferenceGate, tolerance, type GateVerdict } from "./gate.ts";
 import type { TuneSession } from "./tuner.ts";
-
-/** The device a CUDA tuning run (and a tuned compile()) is keyed on. */
-export function cudaIdentity(device: CudaDevice): DeviceIdentity {
-  return {
-    target: "cuda",
-    device: device.info.name,
-    driver: String(device.info.driverVersion),
-    compiler: `nvrtc ${nvrtcVersion()}`,
-  };
-}
 
 export function cudaDeviceLimits(device: CudaDevice): CudaTuneLimits {
   return cudaTuneLimits(device.arch, device.info);
@@ -109,6 +97,7 @@ export class CudaTuneSession implements TuneSession<CudaAttention> {
       config: choice.config,
       arch: choice.arch as never,
       cacheDir: this.cacheDir,
+      tuned: false,
     });
   }
 

@@ -9,7 +9,8 @@ import { TuneCache, type DeviceIdentity } from "./cache.ts";
 import { selectForTiming, type Candidate } from "./candidates.ts";
 import type { TuneTarget } from "./choice.ts";
 import { cudaCandidates } from "./cudaSpace.ts";
-import { cudaDeviceLimits, cudaIdentity, CudaTuneSession } from "./cudaSession.ts";
+import { cudaIdentity } from "./apply.ts";
+import { cudaDeviceLimits, CudaTuneSession } from "./cudaSession.ts";
 import {
   entryOf,
   tuneKernel,
