@@ -6,13 +6,13 @@ import type { KernelSpec } from "../compiler/check.ts";
 import { planKernel, type KernelPlan } from "../compiler/pipeline.ts";
 import { planAscii, planSvg } from "../compiler/planPicture.ts";
 import { describeLayout } from "../compiler/layout.ts";
-import { lowerKernel } from "../compiler/lower.ts";
 import { CudaConfigError, cudaManifest, emitCuda } from "../backends/cuda/emit.ts";
 import { findNvcc, nvccCompile } from "../backends/cuda/nvcc.ts";
 import { CUDA_ARCHS, type CudaArch } from "../backends/cuda/target.ts";
 import { emitWgsl, WgslConfigError, wgslManifest } from "../backends/wgsl/emit.ts";
 import { DEFAULT_LIMITS } from "../backends/wgsl/target.ts";
 import { searchCommand } from "../search/cli.ts";
+import { buildIR } from "../tune/apply.ts";
 import { tuneCommand } from "../tune/cli.ts";
 import {
   EXIT_DIAGNOSTICS,
@@ -120,6 +120,9 @@ interface EmitOptions {
   arch: CudaArch;
   f16?: boolean;
   subgroups?: boolean;
+  /** commander's --no-tuned; --device picks among cached winners. */
+  tuned?: boolean;
+  device?: string;
 }
 
 function emitCommand(file: string, opts: EmitOptions): number {
@@ -139,11 +142,14 @@ function emitCommand(file: string, opts: EmitOptions): number {
       write(`${k.name}.plan.json`, JSON.stringify(planJson(p, true)) + "\n");
       continue;
     }
-    const ir = lowerKernel(p, file);
+    const limits = DEFAULT_LIMITS;
+    const chosen = buildIR(p, file, opts.target, { ...opts, wgslLimits: limits, useTuned: opts.tuned });
+    if (chosen.note) process.stdout.write(`${chosen.note}\n`);
+    const ir = chosen.ir;
     if (opts.target === "wgsl") {
       try {
-        const caps = { f16: !!opts.f16, subgroups: !!opts.subgroups, limits: DEFAULT_LIMITS };
-        const w = emitWgsl(ir, caps);
+        const caps = { f16: !!opts.f16, subgroups: chosen.subgroups ?? !!opts.subgroups, limits };
+        const w = emitWgsl(ir, caps, { tiling: chosen.tiling });
         write(`${k.name}.wgsl`, w.source);
         write(
           `${k.name}.manifest.json`,
@@ -170,7 +176,7 @@ function emitCommand(file: string, opts: EmitOptions): number {
     const files: Record<string, string> = { source: cu };
     if (findNvcc()) {
       for (const ext of ["ptx", "cubin"] as const) {
-        nvccCompile(join(opts.out, cu), join(opts.out, `${k.name}.${ext}`), opts.arch);
+        nvccCompile(join(opts.out, cu), join(opts.out, `${k.name}.${ext}`), src.compileArch);
         files[ext] = `${k.name}.${ext}`;
         written.push(join(opts.out, files[ext]!));
       }
@@ -231,6 +237,8 @@ export function buildProgram(setCode: (c: number) => void): Command {
     .option("--subgroups", "WGSL: subgroup reductions (needs the adapter's subgroups)")
     .option("-k, --kernel <name>", "only this kernel")
     .requiredOption("-o, --out <dir>", "output directory")
+    .option("--no-tuned", "ignore `tilec tune`'s cached winners (default configuration)")
+    .option("--device <name>", "use winners tuned on a device whose name contains this")
     .action((file: string, opts) => setCode(emitCommand(file, opts)));
   program
     .command("launch")

@@ -1,12 +1,14 @@
 // Using the winners: what the runtime's compile() and `tilec emit` / `tilec build` ask the cache.
 // Never throws: a missing, damaged or foreign cache means the defaults.
 import type { CheckedSpec, KernelSpec } from "../compiler/check.ts";
-import type { KernelConfig } from "../compiler/lower.ts";
-import { compileSpec } from "../compiler/pipeline.ts";
+import { configProblems as cudaProblems, type CudaArch } from "../backends/cuda/target.ts";
+import { configProblems as wgslProblems, type WgslLimits, type WgslTiling } from "../backends/wgsl/target.ts";
+import { lowerKernel, type KernelConfig, type KernelIR } from "../compiler/lower.ts";
+import { compileSpec, type KernelPlan } from "../compiler/pipeline.ts";
 import type { CudaDevice } from "../runtime/cuda/device.ts";
 import { nvrtcVersion } from "../runtime/cuda/nvrtc.ts";
 import { TuneCache, type DeviceIdentity, type TuneEntry } from "./cache.ts";
-import type { CudaChoice, TuneChoice, TuneTarget } from "./choice.ts";
+import { choiceIR, choiceKey, type CudaChoice, type TuneChoice, type TuneTarget } from "./choice.ts";
 
 /** The device a CUDA tuning run (and a tuned compile()) is keyed on. */
 export function cudaIdentity(device: CudaDevice): DeviceIdentity {
@@ -80,4 +82,65 @@ export function tunedForBuild(
   if (tunedDisabled()) return undefined;
   const entry = (options.cache ?? new TuneCache()).find(kernel.hash, target, options.device)[0];
   return entry ? { choice: entry.choice, entry } : undefined;
+}
+
+export interface BuildIR {
+  readonly ir: KernelIR;
+  /** WGSL: the winner's tiling and subgroup use (undefined: the emitter's defaults). */
+  readonly tiling?: WgslTiling;
+  readonly subgroups?: boolean;
+  /** The cache entry used, if any. */
+  readonly tuned?: TuneEntry;
+  /** A line for the user: which winner was used, or why one was not. */
+  readonly note?: string;
+}
+
+/**
+ * The IR `tilec emit` / `tilec build` render for a kernel: the cached winner for the target (CUDA:
+ * tuned for the same architecture) when there is one that fits the build's limits, else the default.
+ */
+export function buildIR(
+  kp: KernelPlan,
+  file: string,
+  target: TuneTarget,
+  options: {
+    readonly arch?: string;
+    readonly subgroups?: boolean;
+    readonly wgslLimits?: WgslLimits;
+    readonly storage?: "f16" | "f32";
+    readonly useTuned?: boolean;
+    readonly device?: string;
+    readonly cache?: TuneCache;
+  },
+): BuildIR {
+  const plain = (note?: string): BuildIR => ({ ir: lowerKernel(kp, file), note });
+  const k = kp.kernel;
+  const t = options.useTuned === false ? undefined : tunedForBuild(k, target, options);
+  if (!t) return plain();
+  const c = t.choice;
+  const from = `${choiceKey(c)} (tuned on ${t.entry.device}, ${t.entry.tunedAt.slice(0, 10)})`;
+  const ir = choiceIR(k, file, c, kp);
+  if (c.target === "cuda") {
+    if (c.arch !== options.arch)
+      return plain(`${k.name}: tuned for ${c.arch}, not ${options.arch}: default config`);
+    const problems = cudaProblems(ir, c.arch as CudaArch);
+    if (problems.length)
+      return plain(`${k.name}: tuned config ${from} unusable (${problems[0]}): default config`);
+    return { ir, tuned: t.entry, note: `${k.name}: ${from}` };
+  }
+  if (c.target === "wgsl" && options.wgslLimits) {
+    const problems = wgslProblems(ir, options.wgslLimits, { tiling: c.tiling, storage: options.storage });
+    if (problems.length)
+      return plain(
+        `${k.name}: tuned config ${from} exceeds the build's limits (${problems[0]}): default config`,
+      );
+  }
+  if (c.target !== "wgsl") return plain();
+  return {
+    ir,
+    tiling: c.tiling,
+    subgroups: !!options.subgroups && c.subgroups,
+    tuned: t.entry,
+    note: `${k.name}: ${from}`,
+  };
 }
