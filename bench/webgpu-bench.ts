@@ -36,7 +36,11 @@ const dev = await openNodeDevice({
   backend: "vulkan",
   icd,
   powerPreference: "high-performance",
-  enableToggles: args.includes("--unsafe") ? ["allow_unsafe_apis", "disable_robustness"] : [],
+  enableToggles: [
+    ...(args.includes("--unsafe") ? ["allow_unsafe_apis", "disable_robustness"] : []),
+    // Dawn offers shader-f16 on NVIDIA's Vulkan driver only when asked (crbug.com/tint/2164).
+    ...(storage === "f16" ? ["vulkan_enable_f16_on_nvidia"] : []),
+  ],
 });
 console.log(
   `device: ${dev.adapter.vendor} ${dev.adapter.architecture} ${dev.adapter.device} (${dev.adapter.description})`,

@@ -83,7 +83,11 @@ export class WgslConfigError extends Error {
 export function emitWgsl(ir: KernelIR, caps: WgslCaps, options: WgslEmitOptions = {}): WgslKernelSource {
   const storage = options.storage ?? defaultStorage(ir, caps);
   if (storage === "f16" && !caps.f16)
-    throw new WgslConfigError(ir.name, ["f16 storage needs the shader-f16 feature, which the device lacks"]);
+    throw new WgslConfigError(ir.name, [
+      "f16 storage needs the shader-f16 feature, which the device lacks (Dawn withholds it from NVIDIA's " +
+        "Vulkan driver unless the device is opened with the toggle vulkan_enable_f16_on_nvidia, e.g. " +
+        "TILEC_DAWN_TOGGLES=vulkan_enable_f16_on_nvidia in Node)",
+    ]);
   const problems = configProblems(ir, caps.limits, { storage, tiling: options.tiling });
   if (problems.length) throw new WgslConfigError(ir.name, problems);
   const t = options.tiling ?? chooseTiling(ir, caps.limits, storage)!;

@@ -21,7 +21,11 @@ export interface NodeDeviceOptions {
   readonly backend?: string;
   /** A Vulkan ICD manifest (e.g. SwiftShader's) the Vulkan loader should use instead of the system's. */
   readonly icd?: string;
-  /** Dawn toggles to enable, e.g. "disable_robustness" (with "allow_unsafe_apis") for benchmarks. */
+  /**
+   * Dawn toggles to enable, e.g. "disable_robustness" (with "allow_unsafe_apis") for benchmarks, or
+   * "vulkan_enable_f16_on_nvidia" (Dawn withholds shader-f16 from NVIDIA's Vulkan driver unless asked,
+   * crbug.com/tint/2164). Those listed in TILEC_DAWN_TOGGLES (comma-separated) are added.
+   */
   readonly enableToggles?: readonly string[];
   readonly powerPreference?: GPUPowerPreference;
   /** Device features to ask for where offered (default: shader-f16, subgroups, timestamp-query). */
@@ -29,6 +33,10 @@ export interface NodeDeviceOptions {
 }
 
 let installed = false;
+
+function envToggles(): string[] {
+  return (process.env.TILEC_DAWN_TOGGLES ?? "").split(",").filter(Boolean);
+}
 
 /** Opens a WebGPU device through Dawn; throws with the reason when no adapter is found. */
 export async function openNodeDevice(options: NodeDeviceOptions = {}): Promise<WebGpuDevice> {
@@ -43,7 +51,8 @@ export async function openNodeDevice(options: NodeDeviceOptions = {}): Promise<W
   if (options.icd) process.env.VK_ICD_FILENAMES = options.icd;
   const flags: string[] = [];
   if (options.backend) flags.push(`backend=${options.backend}`);
-  if (options.enableToggles?.length) flags.push(`enable-dawn-features=${options.enableToggles.join(",")}`);
+  const toggles = [...new Set([...envToggles(), ...(options.enableToggles ?? [])])];
+  if (toggles.length) flags.push(`enable-dawn-features=${toggles.join(",")}`);
   const gpu = create(flags);
   let adapter: GPUAdapter | null;
   try {

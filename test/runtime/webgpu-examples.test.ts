@@ -40,9 +40,13 @@ else {
   reason = ss.reason ?? "";
 }
 afterAll(() => device?.destroy());
+// TILEC_WEBGPU_F16=1: every kernel in f16 storage and arithmetic (needs the device's shader-f16).
+const storage = process.env.TILEC_WEBGPU_F16 === "1" ? ("f16" as const) : undefined;
+if (storage && device && !device.caps.f16) reason = "TILEC_WEBGPU_F16=1 but the device offers no shader-f16";
+const runnable = device && (!storage || device.caps.f16);
 
-describe.skipIf(!device)(
-  `example specs through WGSL${device ? (onGpu ? " on the GPU" : " on SwiftShader") : ` (skipped: ${reason})`}`,
+describe.skipIf(!runnable)(
+  `example specs through WGSL${storage ? " in f16" : ""}${runnable ? (onGpu ? " on the GPU" : " on SwiftShader") : ` (skipped: ${reason})`}`,
   () => {
     it.each(files)(
       "%s: every kernel matches the float64 reference",
@@ -54,7 +58,7 @@ describe.skipIf(!device)(
         const r = compileSpec(text, file);
         expect(r.diagnostics.map((d) => d.message)).toEqual([]);
         for (const k of r.spec!.kernels.values()) {
-          const attn = await compileWgsl(r.spec!, { kernel: k.name, device: device! });
+          const attn = await compileWgsl(r.spec!, { kernel: k.name, device: device!, storage });
           try {
             const n = attn.ir.seqLen;
             const rows = onGpu ? sampleRows(n, k.blockQ, 40, 3) : undefined;
