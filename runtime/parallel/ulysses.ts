@@ -81,6 +81,8 @@ export function selectKernel(
  * kernel is mistaken for it.
  */
 export function localKernel(kernel: KernelSpec, heads: HeadPartition): KernelSpec {
+  // One rank runs the spec's own kernel (same source, so the same NVRTC cache entry).
+  if (heads.localHeads === kernel.layout.heads && heads.localKvHeads === kernel.layout.kvHeads) return kernel;
   const layout = { ...kernel.layout, heads: heads.localHeads, kvHeads: heads.localKvHeads };
   const hash = sha256Hex(
     JSON.stringify({ spec: kernel.hash, heads: heads.localHeads, kvHeads: heads.localKvHeads }),
