@@ -92,6 +92,26 @@ describe("launcher", () => {
     expect(await allGone(pids)).toBe(true);
   });
 
+  it("tilec launch: exit 0 when every rank succeeds, 1 when one fails, 2 for usage errors", async () => {
+    const { mainAsync } = await import("../../cli/main.ts");
+    const stderr = process.stderr.write;
+    const stdout = process.stdout.write;
+    let printed = "";
+    process.stderr.write = process.stdout.write = ((s: string) => ((printed += s), true)) as typeof stdout;
+    try {
+      expect(await mainAsync(["launch", "--gpus", "2", "--devices", "7,8", script, "ok"])).toBe(0);
+      expect(printed).toMatch(/"cuda": "8"/);
+      expect(printed).toContain("all 2 rank(s) finished");
+      expect(await mainAsync(["launch", "-g", "2", script, "throw", "0"])).toBe(1);
+      expect(printed).toMatch(/tilec launch: rank 0 of 2 exited with code 1; stopped rank\(s\) 1/);
+      expect(await mainAsync(["launch", "--gpus", "0", script])).toBe(2);
+      expect(printed).toContain("--gpus must be a positive integer, got '0'");
+    } finally {
+      process.stderr.write = stderr;
+      process.stdout.write = stdout;
+    }
+  });
+
   it("refuses more ranks than CUDA_VISIBLE_DEVICES lists", () => {
     expect(() => launch({ script, size: 4, env: { CUDA_VISIBLE_DEVICES: "0,1" } })).toThrow(
       /4 ranks need 4 GPUs, but CUDA_VISIBLE_DEVICES lists 2 \(0,1\)/,
