@@ -31,8 +31,13 @@ export async function cudaEvaluator(spec: CheckedSpec, candidates: readonly Cand
   let dense: CudaAttention;
   let errors: CudaSquaredError;
   try {
-    for (const c of candidates)
-      kernels.push(await compile(spec, { target: "cuda", kernel: c.kernel.name, cacheDir }));
+    // NVRTC runs off the main thread: compile every candidate at once.
+    const compiled = await Promise.allSettled(
+      candidates.map((c) => compile(spec, { target: "cuda", kernel: c.kernel.name, cacheDir })),
+    );
+    for (const r of compiled) if (r.status === "fulfilled") kernels.push(r.value);
+    const failed = compiled.find((r) => r.status === "rejected");
+    if (failed) throw (failed as PromiseRejectedResult).reason;
     const denseAt = candidates.findIndex(isDense);
     if (denseAt >= 0) dense = kernels[denseAt]!;
     else {
