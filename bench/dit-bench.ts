@@ -39,14 +39,14 @@ function specFor(n: number): string {
   const uniform = (name: string, kernel: string) =>
     `model ${name} { layers ${n} steps 100 layer 0 .. ${n - 1} use ${kernel} }`;
   // As osp29_example, scaled to n layers: dense first 1/16, 4:4 to the middle, 2:6 after; full for steps 0–4.
-  const a = Math.max(1, Math.round(n / 16));
-  const b = Math.max(a + 1, Math.round(n / 2));
+  const a = Math.min(n - 1, Math.max(1, Math.round(n / 16)));
+  const b = Math.min(n, Math.max(a + 1, Math.round(n / 2)));
   const mixed = `model mixed {
   layers ${n}
   steps 100
   layer 0 .. ${a - 1} use full
   layer ${a} .. ${b - 1} use tile_4_4
-  layer ${b} .. ${n - 1} use tile_2_6
+  ${b < n ? `layer ${b} .. ${n - 1} use tile_2_6` : ""}
   step 0 .. 4 layer all use full
 }`;
   return [
