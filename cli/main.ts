@@ -12,6 +12,7 @@ import { CUDA_ARCHS, type CudaArch } from "../backends/cuda/target.ts";
 import { emitWgsl, WgslConfigError, wgslManifest } from "../backends/wgsl/emit.ts";
 import { DEFAULT_LIMITS } from "../backends/wgsl/target.ts";
 import { searchCommand } from "../search/cli.ts";
+import { buildCommand } from "../pack/cli.ts";
 import { buildIR } from "../tune/apply.ts";
 import { tuneCommand } from "../tune/cli.ts";
 import {
@@ -312,12 +313,35 @@ export function buildProgram(setCode: (c: number) => void): Command {
       pending = tuneCommand(file, opts).then(setCode);
       await pending;
     });
+  program
+    .command("build")
+    .description(
+      "write a package that runs the spec's kernels without tilec's compiler: sources, PTX/cubin, WGSL, manifest, TypeScript and PyTorch loaders",
+    )
+    .argument("<file>", ".tile file")
+    .requiredOption("-o, --out <dir>", "output directory (rewritten files only where they changed)")
+    .addOption(new Option("--arch <arch>", "CUDA architecture").choices([...CUDA_ARCHS]).default("sm_90"))
+    .addOption(
+      new Option("-t, --target <target>", "backends to package")
+        .choices(["cuda", "wgsl", "all"])
+        .default("all"),
+    )
+    .option("-k, --kernel <name>", "only this kernel")
+    .option("--subgroups", "WGSL: subgroup reductions (needs the adapter's subgroups)")
+    .option("--no-tuned", "ignore `tilec tune`'s cached winners (default configurations)")
+    .option("--device <name>", "use winners tuned on a device whose name contains this")
+    .option("--no-nvcc", "CUDA sources only, even where nvcc is installed")
+    .option("--runtime-import <specifier>", "where index.ts imports tilec's runtime/cuda from")
+    .action(async (file: string, opts) => {
+      pending = buildCommand(file, opts).then(setCode);
+      await pending;
+    });
   return program;
 }
 
 let pending: Promise<void> | undefined;
 
-/** Every command, including the asynchronous `search` and `tune`. */
+/** Every command, including the asynchronous `search`, `tune` and `build`. */
 export async function mainAsync(argv: string[]): Promise<number> {
   let code = EXIT_OK;
   const program = buildProgram((c) => (code = c));

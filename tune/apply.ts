@@ -111,9 +111,14 @@ export function buildIR(
     readonly useTuned?: boolean;
     readonly device?: string;
     readonly cache?: TuneCache;
+    /** CUDA: lower the default as compile() does on a GPU of this architecture (sm_90: the wgmma path). */
+    readonly defaultArch?: string;
   },
 ): BuildIR {
-  const plain = (note?: string): BuildIR => ({ ir: lowerKernel(kp, file), note });
+  const plain = (note?: string): BuildIR => ({
+    ir: lowerKernel(kp, file, undefined, options.defaultArch),
+    note,
+  });
   const k = kp.kernel;
   const t = options.useTuned === false ? undefined : tunedForBuild(k, target, options);
   if (!t) return plain();
