@@ -13,7 +13,8 @@
 //    mode CudaDit supports today; its other layers are not divided (see runtime/parallel/dit.ts).
 // Every timed repetition starts after an all-reduce barrier; a rank's time is measured with device
 // events on the stream the work runs on; a step's time is the slowest rank's, reported as the
-// median over repetitions after a warm-up.
+// median over repetitions after a warm-up. Speedups are against the same work on one GPU without
+// sequence parallelism (no exchange, no NCCL), measured in the same gpus=1 run.
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -47,6 +48,8 @@ interface RankTimes {
   times: Record<string, number[]>;
   /** Per case: multiply a repetition by this to get a DiT step (32 for one attention layer). */
   perStep: Record<string, number>;
+  /** World size 1 only: the same work without sequence parallelism (no exchange, no NCCL). */
+  plain: Record<string, number[]>;
 }
 
 function barrier(world: World, one: DeviceBuffer): void {
@@ -83,6 +86,7 @@ async function rankMain(): Promise<RankTimes> {
   const spec = compileSpec(readFileSync(SPEC_FILE, "utf8"), SPEC_FILE).spec!;
   const times: Record<string, number[]> = {};
   const perStep: Record<string, number> = {};
+  const plain: Record<string, number[]> = {};
 
   for (const [label, kernel] of [
     ["attention 3:21 ×32", "tile_3_21"],
@@ -111,6 +115,8 @@ async function rankMain(): Promise<RankTimes> {
     const [q, k, v, o] = bufs as [DeviceBuffer, DeviceBuffer, DeviceBuffer, DeviceBuffer];
     times[label] = timeReps(world, one, 2, () => attn.run(q, k, v, o));
     perStep[label] = LAYERS;
+    // The non-parallel path (the kernel alone, no exchange) is what speedups are measured against.
+    if (world.size === 1) plain[label] = timeReps(world, one, 2, () => attn.local.run(q, k, v, o));
     for (const b of bufs) b.free();
     attn.free();
   }
@@ -127,14 +133,15 @@ async function rankMain(): Promise<RankTimes> {
     dit.encodeText(
       Float32Array.from(randomArray(TEXT_TOKENS * OSP_V12.captionChannels, 4)).map((x) => x * 0.5),
     );
-    const sp = await DitSequenceParallel.create(dit, world.comm, { tokens: "all" });
-    dit.attention = sp.attention;
     const { frames, height, width } = LATENT;
     const latent = dev.fromHost(
       Float32Array.from(randomArray(OSP_V12.inChannels * frames * height * width, 5)),
       "fp32",
     );
     const out = dev.allocElements("fp32", OSP_V12.outChannels * frames * height * width);
+    if (world.size === 1) plain[label] = timeReps(world, one, 1, () => dit.forward(latent, [500], out));
+    const sp = await DitSequenceParallel.create(dit, world.comm, { tokens: "all" });
+    dit.attention = sp.attention;
     times[label] = timeReps(world, one, 1, () => dit.forward(latent, [500], out));
     perStep[label] = 1;
     latent.free();
@@ -144,8 +151,10 @@ async function rankMain(): Promise<RankTimes> {
   }
   one.free();
   world.comm.destroy();
-  return { rank: world.rank, device: dev.info.name, times, perStep };
+  return { rank: world.rank, device: dev.info.name, times, perStep, plain };
 }
+
+const round2 = (x: number) => Number(x.toFixed(2));
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -177,12 +186,22 @@ async function driver(): Promise<void> {
         Math.max(...ranks.map((r) => r.times[label]![i]!)),
       );
       const ms = median(slowest) * ranks[0]!.perStep[label]!;
-      if (gpus === 1) baseline.set(label, ms);
+      const plain = ranks[0]!.plain[label];
+      if (gpus === 1 && plain) {
+        const ms1 = median(plain) * ranks[0]!.perStep[label]!;
+        baseline.set(label, ms1);
+        rows.push({
+          case: `${label}, no sequence parallelism`,
+          gpus: 1,
+          ms_per_step: round2(ms1),
+          speedup: 1,
+        });
+      }
       const base = baseline.get(label);
       rows.push({
         case: label,
         gpus,
-        ms_per_step: Number(ms.toFixed(2)),
+        ms_per_step: round2(ms),
         speedup: base === undefined ? null : Number((base / ms).toFixed(3)),
         reps: slowest.length,
         rank_ms: ranks.map((r) => Number((median(r.times[label]!) * r.perStep[label]!).toFixed(2))),

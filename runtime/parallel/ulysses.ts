@@ -272,7 +272,6 @@ export class UlyssesAttention {
     this.swap.run(this.ws.sendQ, out, this.out.unpack, stream);
   }
 
-  /** Releases the kernels and the exchange buffers; idempotent. */
   /** Releases what this instance created (kernel, and the workspace and packing kernel unless shared); idempotent. */
   free(): void {
     for (const x of this.owned) x.free();
