@@ -245,8 +245,7 @@ export async function buildPackage(
     const path = join(outDir, name);
     (writeIfChanged(path, content) ? written : unchanged).push(name);
   }
-  // nvcc after the sources exist; relative paths from the output directory keep -lineinfo's
-  // embedded file name, hence the binaries, the same wherever the package is built.
+  // nvcc after the sources exist, from the output directory (-lineinfo names the .cu relative to it).
   await runPool(
     nvccJobs.flatMap((j) =>
       (["ptx", "cubin"] as const).map((ext) => async () => {

@@ -27,14 +27,10 @@ export interface RuntimeBuffer {
 }
 interface RuntimeModule {
   getKernel(name: string): {
+    // Loose types: the runtime's LaunchConfig / KernelArg are wider (method parameters are bivariant).
     launch(
-      config: {
-        grid: readonly [number, number, number];
-        block: readonly [number, number, number];
-        sharedBytes: number;
-        stream?: unknown;
-      },
-      args: readonly { bytes: Uint8Array; align?: number }[],
+      config: { grid: unknown; block: unknown; sharedBytes?: number; stream?: unknown },
+      args: readonly unknown[],
     ): void;
   };
   unload(): void;
