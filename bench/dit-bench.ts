@@ -7,16 +7,17 @@
 //   measured speedup  = T_dense / T_case
 //
 //   npx tsx bench/dit-bench.ts OUT.json [--layers 32] [--reps 3] [--euler-steps 100] [--segments 20]
-//                                       [--sample-layers N] [--skip-euler-run]
+//                                       [--sample-layers N] [--skip-euler-run] [--attention-only]
 // --sample-layers runs the sampling runs on a shallower DiT (reported in the row); --skip-euler-run
 // estimates the Euler run's total from its measured per-step time instead of running it.
+// --attention-only stops after the per-step cases and the standalone kernel timings.
 import { readFileSync, writeFileSync } from "node:fs";
 import { compileSpec } from "../compiler/pipeline.ts";
 import { renderDiagnostics } from "../grammar/index.ts";
-import { CudaDevice, CudaEvent } from "../runtime/cuda/device.ts";
+import { CudaDevice, CudaEvent, timeMs, type DeviceBuffer } from "../runtime/cuda/device.ts";
 import { cublasVersion } from "../runtime/cuda/cublas.ts";
 import { OSP_V12, type DitConfig } from "../runtime/dit/config.ts";
-import { CudaDit } from "../runtime/dit/cuda.ts";
+import { CudaDit, type SelfAttentionCall } from "../runtime/dit/cuda.ts";
 import { consistencySample, ditVelocityModel, eulerSample } from "../runtime/sampler/index.ts";
 
 const out = process.argv[2] ?? "bench/results/dit-h100.json";
@@ -157,6 +158,71 @@ for (const [model, t] of perStep) {
   console.log(`${model.padEnd(9)} predicted ${predicted.toFixed(3)}× measured ${measured.toFixed(3)}×`);
 }
 
+// The same kernels outside the step: on the last layer's q, k, v of a forward, and on uniform random
+// inputs (the attention benchmark's), median of 5 after 2 warm-ups — tells whether in-step attention
+// time differs from the kernel's standalone time.
+const standalone: Record<string, unknown>[] = [];
+for (const model of ["all_full", "all_2_6", "all_1_7"]) {
+  dit.useModel(model);
+  let call: SelfAttentionCall | undefined;
+  const original = dit.attention;
+  dit.attention = (c) => {
+    if (c.layer === layers - 1) call = c;
+    original(c);
+  };
+  const x = latentBuffer(dit, 1);
+  const y = dev.allocElements("fp32", x.length);
+  dit.forward(x, [500], y, { step: 50, steps: 100 });
+  dit.attention = original;
+  const c = call!;
+  const time = (q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer) => {
+    const ms: number[] = [];
+    for (let i = 0; i < 7; i++) {
+      const t = timeMs(() => c.kernel.run(q, k, v, c.out));
+      if (i >= 2) ms.push(t);
+    }
+    return median(ms);
+  };
+  const onActivations = time(c.q, c.k, c.v);
+  const rnd = [c.q, c.k, c.v].map((b, i) => {
+    const r = dev.allocElements("bf16", b.length);
+    dit.elementKernels.randomUniform(r, 1000 + i, 1);
+    return r;
+  });
+  const onRandom = time(rnd[0]!, rnd[1]!, rnd[2]!);
+  const inStep = perStep.get(model)!.attentionMs / layers;
+  const template = /template (\w+)/.exec(c.kernel.compiled.source)?.[1];
+  standalone.push({
+    kernel: c.kernelName,
+    template,
+    in_step_ms: +inStep.toFixed(2),
+    standalone_dit_inputs_ms: +onActivations.toFixed(2),
+    standalone_random_inputs_ms: +onRandom.toFixed(2),
+  });
+  console.log(
+    `${c.kernelName.padEnd(9)} (${template}) per layer in step ${inStep.toFixed(2)} ms, alone on DiT q/k/v ${onActivations.toFixed(2)} ms, alone on random q/k/v ${onRandom.toFixed(2)} ms`,
+  );
+  for (const b of [...rnd, x, y]) b.free();
+}
+if (process.argv.includes("--attention-only")) {
+  writeFileSync(
+    out,
+    JSON.stringify(
+      {
+        device: dev.info.name,
+        date: new Date().toISOString(),
+        layers,
+        perStep: Object.fromEntries(perStep),
+        standalone,
+      },
+      null,
+      2,
+    ),
+  );
+  console.log(`wrote ${out}`);
+  process.exit(0);
+}
+
 // Full sampling runs: 20-step consistency sampling with the mixed model vs 100 Euler steps dense.
 const sampler = sampleLayers === layers ? dit : (dit.free(), await makeDit(sampleLayers));
 async function sampleRun(kind: "consistency" | "euler", model: string) {
@@ -225,6 +291,7 @@ writeFileSync(
       device: dev.info.name,
       date: new Date().toISOString(),
       setup: `Open-Sora-Plan v1.2 DiT, random bf16 weights, batch 1, latent ${LATENT.frames}×${LATENT.height}×${LATENT.width} (${dit.tokens} tokens), ${TEXT_TOKENS} text tokens; matrix products cuBLAS ${cublasVersion()}; median of ${reps} forwards after a warm-up`,
+      attention_standalone: standalone,
       rows,
     },
     null,
