@@ -248,7 +248,8 @@ export function cudaCandidates(
                   limits,
                   template,
                 );
-            out.push(candidate(choice, pruned, isDefault, estimate, template));
+            const family = `${arch}/${template} q${blockQ} w${warps} kv${kvTile}`;
+            out.push(candidate(choice, pruned, isDefault, estimate, template, family));
           }
   return out;
 }
