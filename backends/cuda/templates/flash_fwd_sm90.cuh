@@ -65,9 +65,15 @@ static_assert(BKV % 16 == 0 && BKV >= 16 && BKV <= 256, "sm90 template: key tile
 static_assert(STAGES >= 2, "need at least double buffering");
 
 // Producer and consumer register budgets after setmaxnreg (multiples of 8; total <= 64K).
-constexpr int PRODUCER_REGS = 40;
-constexpr int CONSUMER_REGS = NCWG == 1 ? 240 : 232;
+constexpr int PRODUCER_REGS = 24;
+constexpr int CONSUMER_REGS = NCWG == 1 ? 240 : 240;
 static_assert(PRODUCER_REGS * 128 + CONSUMER_REGS * 128 * NCWG <= 65536, "register file");
+
+#ifdef TILEC_PINGPONG
+constexpr bool PINGPONG = TILEC_PINGPONG && NCWG == 2;
+#else
+constexpr bool PINGPONG = NCWG == 2;
+#endif
 
 #ifdef TILEC_RESCALE_TH
 constexpr float RESCALE_TH = TILEC_RESCALE_TH;
@@ -82,21 +88,147 @@ __device__ __forceinline__ u32 chunk_off(int r, int c) {
 }
 
 // The producer warpgroup's copy of a ROWS x D tile (row stride `stride` elements) into the
-// swizzled layout; rows >= rows_valid are zero-filled without reading global memory.
+// swizzled layout; rows >= rows_valid are zero-filled without reading global memory. Each thread
+// owns one 16-byte column c and rows r0, r0 + RPP, ...: RPP is a multiple of 8, so the swizzle of
+// its rows never changes and each copy is one LDGSTS with an immediate shared offset plus a
+// pointer increment (the producer runs on PRODUCER_REGS registers and shares issue slots with
+// the consumers). With D = 96, 8 rows x 12 columns keep 96 of the 128 threads busy.
+constexpr int RPP = (128 / CPR) / 8 * 8;
+static_assert(RPP >= 8, "head dim too large for the producer's copy pattern");
 template <int ROWS>
 __device__ __forceinline__ void load_tile(u32 sdst, const u16* g, long long stride, int rows_valid, int ptid) {
-  constexpr int CHUNKS = ROWS * CPR;
-#pragma unroll 4
-  for (int i = ptid; i < CHUNKS; i += 128) {
-    const int r = i / CPR, c = i % CPR;
-    const bool ok = r < rows_valid;
-    tilec_cp_async16(sdst + chunk_off<ROWS>(r, c), ok ? g + r * stride + c * 8 : g, ok ? 16 : 0);
+  static_assert(ROWS % RPP == 0, "tile rows must be a multiple of the rows per pass");
+  if (ptid >= RPP * CPR) return;
+  const int r0 = ptid / CPR, c = ptid % CPR;
+  const u32 s0 = sdst + chunk_off<ROWS>(r0, c);
+  const u16* gp = g + r0 * stride + c * 8;
+  const long long step = RPP * stride;
+  if (rows_valid >= ROWS) {
+#pragma unroll
+    for (int k = 0; k < ROWS / RPP; ++k, gp += step) tilec_cp_async16(s0 + k * RPP * SW, gp, 16);
+  } else {
+#pragma unroll
+    for (int k = 0; k < ROWS / RPP; ++k, gp += step) {
+      const bool ok = r0 + k * RPP < rows_valid;
+      tilec_cp_async16(s0 + k * RPP * SW, ok ? gp : g, ok ? 16 : 0);
+    }
   }
 }
 
 struct alignas(16) U4 {
   u32 x, y, z, w;
 };
+
+// ---- consumer building blocks. Fragment layout of S (wgmma m64nBKV accumulator): per thread,
+// s[nt*4 + e] is row row0 + 8*(e>>1), key nt*8 + 2*t + (e&1) of the tile (t = lane % 4).
+
+// S = Q K^T over D/16 k-steps: Q and K are K-major; step kk moves 32 bytes inside a column block
+// and one whole block (ROWS x SW bytes) every KSA steps.
+__device__ __forceinline__ void issue_s(float (&s)[BKV / 2], u64 dQ, u32 sK) {
+  const u64 dK = tilec_gmma_desc(sK, 16, 8 * SW, SWMODE);
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {
+    const u32 qoff = (u32)(((kk / KSA) * BQ * SW + (kk % KSA) * 32) >> 4);
+    const u32 koff = (u32)(((kk / KSA) * BKV * SW + (kk % KSA) * 32) >> 4);
+    TILEC_WGMMA_SS(TILEC_BLOCK_KV)(s, dQ + qoff, dK + koff, kk > 0);
+  }
+}
+
+// O += P V over BKV/16 key steps: V is read N-major; leading offset = one column block (BKV
+// rows), stride = 8 rows; key step kk moves 16 rows.
+__device__ __forceinline__ void issue_pv(float (&o)[D / 2], const u32 (&pa)[BKV / 16][4], u32 sV) {
+  const u64 dV = tilec_gmma_desc(sV, BKV * SW, 8 * SW, SWMODE);
+#pragma unroll
+  for (int kk = 0; kk < BKV / 16; ++kk) TILEC_WGMMA_RS(TILEC_HEAD_DIM)(o, pa[kk], dV + (u32)((kk * 16 * SW) >> 4), 1);
+}
+
+// Element predicates of a partial tile as one bit per S element, evaluated while the tensor cores
+// work. Branch-free; tilec_mask sees indices clamped into [0, seq) (see flash_fwd_sm80.cuh).
+__device__ __forceinline__ void mask_bits(u32 (&keep)[MASK_WORDS], int qrow0, int k0, int seq, int t) {
+#pragma unroll
+  for (int w = 0; w < MASK_WORDS; ++w) keep[w] = 0u;
+#pragma unroll
+  for (int nt = 0; nt < SNT; ++nt)
+#pragma unroll
+    for (int cc = 0; cc < 2; ++cc) {
+      const int kc = k0 + nt * 8 + 2 * t + cc;
+      const bool k_ok = kc < seq;
+      const int kcl = k_ok ? kc : seq - 1;
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int qr = qrow0 + hh * 8;
+        const bool q_ok = qr < seq;
+        const bool ok = q_ok & k_ok & tilec_mask(q_ok ? qr : seq - 1, kcl);
+        const int bit = nt * 4 + 2 * hh + cc;
+        keep[bit >> 5] |= (ok ? 1u : 0u) << (bit & 31);
+      }
+    }
+}
+
+__device__ __forceinline__ void apply_mask(float (&s)[BKV / 2], const u32 (&keep)[MASK_WORDS]) {
+#pragma unroll
+  for (int bit = 0; bit < SNT * 4; ++bit)
+    if (!((keep[bit >> 5] >> (bit & 31)) & 1u)) s[bit] = TILEC_NEG_INF;
+}
+
+// Keys past seq_len in the ragged last tile of a full block.
+__device__ __forceinline__ void mask_tail(float (&s)[BKV / 2], int k0, int seq, int t) {
+#pragma unroll
+  for (int nt = 0; nt < SNT; ++nt)
+#pragma unroll
+    for (int cc = 0; cc < 2; ++cc)
+      if (k0 + nt * 8 + 2 * t + cc >= seq) s[nt * 4 + cc] = s[nt * 4 + 2 + cc] = TILEC_NEG_INF;
+}
+
+// Online softmax of one tile (base 2, scale folded into one FFMA per score, lazy rescaling; see
+// flash_fwd_sm80.cuh): s becomes P, corr the factor O must be scaled by; returns whether a
+// reference max moved.
+__device__ __forceinline__ bool softmax_step(float (&s)[BKV / 2], float (&m_run)[2], float (&l_run)[2],
+                                             float (&corr)[2], float sl2) {
+  bool grew = false;
+#pragma unroll
+  for (int hh = 0; hh < 2; ++hh) {
+    float red[SNT];
+#pragma unroll
+    for (int nt = 0; nt < SNT; ++nt) red[nt] = tilec_fmax(s[nt * 4 + 2 * hh], s[nt * 4 + 2 * hh + 1]);
+#pragma unroll
+    for (int w = 1; w < SNT; w *= 2)
+#pragma unroll
+      for (int i = 0; i + w < SNT; i += 2 * w) red[i] = tilec_fmax(red[i], red[i + w]);
+    const float m_old = m_run[hh];
+    float mx = tilec_fmax(m_old, red[0]);
+    mx = tilec_fmax(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = tilec_fmax(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const bool upd = (mx - m_old) * sl2 > RESCALE_TH;
+    const float m_new = upd ? mx : m_old;
+    const float base = (m_new == TILEC_NEG_INF) ? 0.f : tilec_mul_rn(m_new, sl2);
+    corr[hh] = upd ? tilec_exp2(tilec_mul_rn(m_old, sl2) - base) : 1.f;
+    grew |= upd;
+    m_run[hh] = m_new;
+#pragma unroll
+    for (int nt = 0; nt < SNT; ++nt) {
+      s[nt * 4 + 2 * hh] = tilec_exp2(s[nt * 4 + 2 * hh] * sl2 - base);
+      s[nt * 4 + 2 * hh + 1] = tilec_exp2(s[nt * 4 + 2 * hh + 1] * sl2 - base);
+      red[nt] = s[nt * 4 + 2 * hh] + s[nt * 4 + 2 * hh + 1];
+    }
+#pragma unroll
+    for (int w = 1; w < SNT; w *= 2)
+#pragma unroll
+      for (int i = 0; i + w < SNT; i += 2 * w) red[i] += red[i + w];
+    l_run[hh] = l_run[hh] * corr[hh] + red[0];
+  }
+  return grew;
+}
+
+__device__ __forceinline__ void rescale(float (&o)[D / 2], const float (&corr)[2]) {
+#pragma unroll
+  for (int dt = 0; dt < D / 8; ++dt) {
+    o[dt * 4 + 0] *= corr[0];
+    o[dt * 4 + 1] *= corr[0];
+    o[dt * 4 + 2] *= corr[1];
+    o[dt * 4 + 3] *= corr[1];
+  }
+}
 
 }  // namespace tilec_h
 
@@ -167,8 +299,7 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
   const int wg = (tid >> 7) - 1;  // consumer warpgroup: query rows wg*64 .. wg*64+63
   const int ctid = tid & 127;
   const int warp = ctid >> 5, lane = tid & 31;
-  const int g = lane >> 2, t = lane & 3;
-  const int row0 = wg * 64 + warp * 16 + g;  // this thread's rows: row0 and row0 + 8
+  const int row0 = wg * 64 + warp * 16 + (lane >> 2);  // this thread's rows: row0 and row0 + 8
   const float sl2 = p.scale_log2;
 
   float o[D / 2];
@@ -176,123 +307,43 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
   for (int i = 0; i < D / 2; ++i) o[i] = 0.f;
   float m_run[2] = {TILEC_NEG_INF, TILEC_NEG_INF};
   float l_run[2] = {0.f, 0.f};
+  float s[BKV / 2];
+  u32 pa[BKV / 16][4];  // P of the previous tile, the A operand of its P V
 
-  // Descriptors. Q (A, K-major): this warpgroup's 64 rows; K (B, K-major): BKV rows; k-step kk
-  // moves 32 bytes inside a column block and a whole block every KSA steps. V (B, N-major):
-  // leading offset = one column block (BKV rows), stride = 8 rows; key step kk moves 16 rows.
+  // Q (A, K-major): this warpgroup's 64 rows.
   const u64 dQ = tilec_gmma_desc(sQ + wg * 64 * SW, 16, 8 * SW, SWMODE);
   tilec_mbar_wait(barQ, 0);
 
-#pragma unroll 1
-  for (int j = 0; j < total; ++j) {
-    const int kb = j < n_full ? f_idx[j] : p_idx[j - n_full];
-    const int slot = j % STAGES;
-    const u32 sK = sKV + slot * STAGE_BYTES, sV = sK + TILE_KV_BYTES;
-    const u64 dK = tilec_gmma_desc(sK, 16, 8 * SW, SWMODE);
-    const u64 dV = tilec_gmma_desc(sV, BKV * SW, 8 * SW, SWMODE);
+  // Software pipeline over the tile sequence (full list, then partial list): iteration j issues
+  // S_j = Q K_j^T and O += P_{j-1} V_{j-1} back to back, then runs the mask and softmax of S_j
+  // on the CUDA cores while the tensor cores finish P_{j-1} V_{j-1}. A slot (K_j and V_j) is
+  // released once its P V has completed, one iteration later, so STAGES >= 3 keeps the producer
+  // a full tile ahead. The first S and the last P V are peeled off so that the steady-state body
+  // is branch-free between wgmma issue and wait (ptxas serializes wgmma otherwise).
+  auto tile_of = [&](int j) { return j < n_full ? f_idx[j] : p_idx[j - n_full]; };
+  // Mask + softmax of S_j (issued, maybe in flight); waits for all but `pending` wgmma groups.
+  // The element mask of a partial tile is evaluated before its wgmmas are issued: then S is not
+  // yet live (P of the previous tile and O are), and the mask arithmetic fits beside them.
+  auto scores_to_p = [&](int j, int kb, bool pv_in_flight, const u32(&keep)[MASK_WORDS]) {
     const int k0 = kb * BKV;
     const bool partial = j >= n_full;
-    tilec_mbar_wait(barFull + 8 * slot, (j / STAGES) & 1);
-    tilec_fence_proxy_async();
-
-    // ---- S = Q K^T, issued asynchronously
-    float s[BKV / 2];
-    tilec_wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) {
-      const u32 qoff = (u32)(((kk / KSA) * BQ * SW + (kk % KSA) * 32) >> 4);
-      const u32 koff = (u32)(((kk / KSA) * BKV * SW + (kk % KSA) * 32) >> 4);
-      TILEC_WGMMA_SS(TILEC_BLOCK_KV)(s, dQ + qoff, dK + koff, kk > 0);
-    }
-    tilec_wgmma_commit();
-
-    // ---- element predicates of a partial tile, evaluated while the tensor cores work
-    u32 keep[MASK_WORDS];
-#pragma unroll
-    for (int w = 0; w < MASK_WORDS; ++w) keep[w] = 0u;
-    if (partial) {
-#pragma unroll
-      for (int nt = 0; nt < SNT; ++nt)
-#pragma unroll
-        for (int cc = 0; cc < 2; ++cc) {
-          const int kc = k0 + nt * 8 + 2 * t + cc;
-          const bool k_ok = kc < seq;
-          const int kcl = k_ok ? kc : seq - 1;
-#pragma unroll
-          for (int hh = 0; hh < 2; ++hh) {
-            const int qr = q0 + row0 + hh * 8;
-            const bool q_ok = qr < seq;
-            const bool ok = q_ok & k_ok & tilec_mask(q_ok ? qr : seq - 1, kcl);
-            const int bit = nt * 4 + 2 * hh + cc;
-            keep[bit >> 5] |= (ok ? 1u : 0u) << (bit & 31);
-          }
-        }
-    }
-    tilec_wgmma_wait<0>();
+    if (pv_in_flight)
+      tilec_wgmma_wait<1>();
+    else
+      tilec_wgmma_wait<0>();
     tilec_reg_fence(s);
-
-    if (partial) {
-#pragma unroll
-      for (int nt = 0; nt < SNT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int bit = nt * 4 + e;
-          if (!((keep[bit >> 5] >> (bit & 31)) & 1u)) s[nt * 4 + e] = TILEC_NEG_INF;
-        }
-    } else if (k0 + BKV > seq) {
-#pragma unroll
-      for (int nt = 0; nt < SNT; ++nt)
-#pragma unroll
-        for (int cc = 0; cc < 2; ++cc)
-          if (k0 + nt * 8 + 2 * t + cc >= seq) s[nt * 4 + cc] = s[nt * 4 + 2 + cc] = TILEC_NEG_INF;
-    }
-
-    // ---- online softmax (base 2, scale folded into one FFMA per score; see flash_fwd_sm80.cuh)
+    if (partial)
+      apply_mask(s, keep);
+    else if (k0 + BKV > seq)
+      mask_tail(s, k0, seq, lane & 3);
     float corr[2];
-    bool grew = false;
-#pragma unroll
-    for (int hh = 0; hh < 2; ++hh) {
-      float red[SNT];
-#pragma unroll
-      for (int nt = 0; nt < SNT; ++nt) red[nt] = tilec_fmax(s[nt * 4 + 2 * hh], s[nt * 4 + 2 * hh + 1]);
-#pragma unroll
-      for (int w = 1; w < SNT; w *= 2)
-#pragma unroll
-        for (int i = 0; i + w < SNT; i += 2 * w) red[i] = tilec_fmax(red[i], red[i + w]);
-      const float m_old = m_run[hh];
-      float mx = tilec_fmax(m_old, red[0]);
-      mx = tilec_fmax(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = tilec_fmax(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const bool upd = (mx - m_old) * sl2 > RESCALE_TH;
-      const float m_new = upd ? mx : m_old;
-      const float base = (m_new == TILEC_NEG_INF) ? 0.f : tilec_mul_rn(m_new, sl2);
-      corr[hh] = upd ? tilec_exp2(tilec_mul_rn(m_old, sl2) - base) : 1.f;
-      grew |= upd;
-      m_run[hh] = m_new;
-#pragma unroll
-      for (int nt = 0; nt < SNT; ++nt) {
-        s[nt * 4 + 2 * hh] = tilec_exp2(s[nt * 4 + 2 * hh] * sl2 - base);
-        s[nt * 4 + 2 * hh + 1] = tilec_exp2(s[nt * 4 + 2 * hh + 1] * sl2 - base);
-        red[nt] = s[nt * 4 + 2 * hh] + s[nt * 4 + 2 * hh + 1];
-      }
-#pragma unroll
-      for (int w = 1; w < SNT; w *= 2)
-#pragma unroll
-        for (int i = 0; i + w < SNT; i += 2 * w) red[i] += red[i + w];
-      l_run[hh] = l_run[hh] * corr[hh] + red[0];
+    const bool grew = softmax_step(s, m_run, l_run, corr, sl2);
+    if (pv_in_flight) {
+      tilec_wgmma_wait<0>();
+      tilec_reg_fence(o);
+      if (lane == 0) tilec_mbar_arrive(barEmpty + 8 * ((j + STAGES - 1) % STAGES));
+      if (__any_sync(0xffffffffu, grew)) rescale(o, corr);
     }
-    if (__any_sync(0xffffffffu, grew)) {
-#pragma unroll
-      for (int dt = 0; dt < D / 8; ++dt) {
-        o[dt * 4 + 0] *= corr[0];
-        o[dt * 4 + 1] *= corr[0];
-        o[dt * 4 + 2] *= corr[1];
-        o[dt * 4 + 3] *= corr[1];
-      }
-    }
-
-    // ---- O += P V: the S fragment of two adjacent n-tiles is the A fragment of one 16-key step
-    u32 pa[BKV / 16][4];
 #pragma unroll
     for (int kk = 0; kk < BKV / 16; ++kk) {
       pa[kk][0] = TILEC_PACK(s[(2 * kk) * 4 + 0], s[(2 * kk) * 4 + 1]);
@@ -300,15 +351,61 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
       pa[kk][2] = TILEC_PACK(s[(2 * kk + 1) * 4 + 0], s[(2 * kk + 1) * 4 + 1]);
       pa[kk][3] = TILEC_PACK(s[(2 * kk + 1) * 4 + 2], s[(2 * kk + 1) * 4 + 3]);
     }
-    tilec_reg_fence(o);
+  };
+  // Ping-pong between the two consumer warpgroups (FlashAttention-3): a warpgroup issues its
+  // wgmmas only on its turn and hands the turn over right after issuing, so the tensor cores run
+  // one warpgroup's products while the other does its softmax. Named barriers 3 and 4: a turn
+  // completes when the waiting warpgroup syncs and the other one has arrived. Each warpgroup
+  // takes total + 1 turns (first S, total - 1 steady-state steps, last P V); the second one
+  // opens the first turn and skips its last hand-over, so no arrival is left dangling.
+  const bool last_turn_skips = wg == NCWG - 1;
+  auto turn_begin = [&]() {
+    if (PINGPONG) tilec_named_barrier(3 + wg, 256);
+  };
+  auto turn_end = [&](bool last) {
+    if (PINGPONG && !(last && last_turn_skips)) tilec_named_barrier_arrive(3 + (wg ^ 1), 256);
+  };
+  if (PINGPONG && wg == 1 && total > 0) tilec_named_barrier_arrive(3, 256);
+  if (total > 0) {
+    const int kb = tile_of(0);
+    u32 keep[MASK_WORDS];
+    if (n_full == 0) mask_bits(keep, q0 + row0, kb * BKV, seq, lane & 3);
+    tilec_mbar_wait(barFull, 0);
+    tilec_fence_proxy_async();
+    turn_begin();
     tilec_wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < BKV / 16; ++kk)
-      TILEC_WGMMA_RS(TILEC_HEAD_DIM)(o, pa[kk], dV + (u32)((kk * 16 * SW) >> 4), 1);
+    issue_s(s, dQ, sKV);
     tilec_wgmma_commit();
+    turn_end(false);
+    scores_to_p(0, kb, false, keep);
+  }
+#pragma unroll 1
+  for (int j = 1; j < total; ++j) {
+    const int kb = tile_of(j);
+    const int slot = j % STAGES, prev = (j + STAGES - 1) % STAGES;
+    u32 keep[MASK_WORDS];
+    if (j >= n_full) mask_bits(keep, q0 + row0, kb * BKV, seq, lane & 3);
+    tilec_mbar_wait(barFull + 8 * slot, (j / STAGES) & 1);
+    tilec_fence_proxy_async();
+    tilec_reg_fence(o);
+    turn_begin();
+    tilec_wgmma_fence();
+    issue_s(s, dQ, sKV + slot * STAGE_BYTES);
+    tilec_wgmma_commit();
+    issue_pv(o, pa, sKV + prev * STAGE_BYTES + TILE_KV_BYTES);
+    tilec_wgmma_commit();
+    turn_end(false);
+    scores_to_p(j, kb, true, keep);
+  }
+  if (total > 0) {
+    tilec_reg_fence(o);
+    turn_begin();
+    tilec_wgmma_fence();
+    issue_pv(o, pa, sKV + ((total - 1) % STAGES) * STAGE_BYTES + TILE_KV_BYTES);
+    tilec_wgmma_commit();
+    turn_end(true);
     tilec_wgmma_wait<0>();
     tilec_reg_fence(o);
-    if (lane == 0) tilec_mbar_arrive(barEmpty + 8 * slot);
   }
 
   // ---- epilogue: finish row sums, normalize, lse; stage O through this warpgroup's own Q rows
@@ -321,7 +418,7 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
     l += __shfl_xor_sync(0xffffffffu, l, 1);
     l += __shfl_xor_sync(0xffffffffu, l, 2);
     const float inv = l > 0.f ? tilec_rcp(l) : 0.f;  // fully masked row: O = 0
-    const int r = row0 + hh * 8;
+    const int r = row0 + hh * 8, t = lane & 3;
     if (lse && t == 0 && q0 + r < seq)
       lse[q0 + r] = l > 0.f ? (tilec_mul_rn(m_run[hh], sl2) + tilec_log2(l)) * TILEC_LN2 : TILEC_NEG_INF;
 #pragma unroll

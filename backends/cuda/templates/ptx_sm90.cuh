@@ -45,6 +45,11 @@ __device__ __forceinline__ void tilec_named_barrier(u32 id, u32 count) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
 
+// Arrives on barrier `id` without waiting (the producer side of a bar.sync of `count` threads).
+__device__ __forceinline__ void tilec_named_barrier_arrive(u32 id, u32 count) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
+}
+
 // ---------------------------------------------------------------- registers
 template <int N>
 __device__ __forceinline__ void tilec_setmaxnreg_inc() {
