@@ -61,4 +61,63 @@ describe("CUDA emitter", () => {
     expect(m.plan.full.offsets).toHaveLength(226);
     expect(m.launch.grid).toEqual([225, 24, 1]);
   });
+
+  it("selects the wgmma template on sm_90 with the Hopper configuration", () => {
+    const k = osp29.kernels.get("tile_2_6")!;
+    const hir = lowerKernel(planKernel(k), osp29.file, undefined, "sm_90");
+    expect(hir.config).toEqual({ warps: 12, stages: 3, kvTile: 128 });
+    const a = emitCuda(hir, "sm_90");
+    expect(a.template).toBe("sm90");
+    expect(a.compileArch).toBe("sm_90a");
+    expect(a.source).toBe(emitCuda(hir, "sm_90").source);
+    expect(a.source).not.toMatch(/^\s*#\s*include/m);
+    expect(a.launch).toEqual({
+      grid: [225, 24, 1],
+      block: [384, 1, 1],
+      sharedBytes: sharedBytes(hir, hir.config, "sm90"),
+    });
+    expect(a.launch.sharedBytes).toBe((128 + 2 * 3 * 128) * 96 * 2 + 1024);
+    expect(a.source).toContain(`static_assert(TILEC_SMEM_BYTES == ${a.launch.sharedBytes}`);
+    expect(a.source).toContain("1 producer + 2 consumer warpgroups");
+    // S = Q K^T: N = 128 keys; O += P V: N = 96 dims, P from registers, V transposed (N-major).
+    expect(a.source).toContain("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16");
+    expect(a.source).toContain("wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16");
+    expect(a.source).toContain("(flash_fwd_sm90.cuh)");
+    // The same IR on sm_80 is rejected: the Hopper warp count does not split 128 rows into warps.
+    expect(() => emitCuda(hir, "sm_80")).toThrow(/do not split into 12 warps/);
+  });
+  it("keeps the sm_80 template on sm_90 where the wgmma template does not apply", () => {
+    const spec = compileSpec(
+      [
+        "layout A { video 4 x 16 x 16 heads 2 head_dim 80 }",
+        "layout B { video 4 x 16 x 16 heads 2 head_dim 64 dtype fp16 }",
+        "kernel d80 { layout A mask full block 128 x 128 }",
+        "kernel q256 { layout B mask full block 256 x 128 }",
+        "kernel f16 { layout B mask full block 64 x 64 }",
+      ].join("\n"),
+      "h.tile",
+    ).spec!;
+    const emit = (name: string) =>
+      emitCuda(lowerKernel(planKernel(spec.kernels.get(name)!), "h.tile", undefined, "sm_90"), "sm_90");
+    expect(emit("d80").template).toBe("sm80");
+    expect(emit("q256").template).toBe("sm80");
+    const f16 = emit("f16");
+    expect(f16.template).toBe("sm90");
+    expect(f16.launch.block).toEqual([256, 1, 1]);
+    expect(f16.source).toContain("wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16");
+  });
+  it("rejects a Hopper configuration that does not fit in shared memory", () => {
+    const spec = compileSpec(
+      "layout L { video 4 x 16 x 16 heads 2 head_dim 128 }\nkernel k { layout L mask full block 128 x 128 }",
+      "s.tile",
+    ).spec!;
+    const k = lowerKernel(planKernel(spec.kernels.get("k")!), "s.tile", {
+      warps: 12,
+      stages: 4,
+      kvTile: 128,
+    });
+    expect(() => emitCuda(k, "sm_90")).toThrow(
+      /needs 296008 bytes of shared memory per block, more than sm_90 offers/,
+    );
+  });
 });
