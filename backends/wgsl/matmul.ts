@@ -1,13 +1,13 @@
 // The WGSL tiled matrix product: C = act(alpha · A·Bᵀ + bias) + beta · C, batched with strides.
-// What varies per shader is its "shape class" (storage type, B's orientation, activation, tiling);
-// sizes, leading dimensions, offsets, batch strides, alpha, beta and the bias switch are uniform
+// What varies per shader is its "shape class" (storage type, B's orientation, tiling); sizes, leading
+// dimensions, offsets, batch strides, alpha, beta, the bias switch and the activation are uniform
 // parameters, so one pipeline serves every product of a class. Same options and caps in →
 // byte-identical source out. No Node APIs: the emitter also runs in a browser.
 import type { WgslCaps, WgslLimits, WgslStorage } from "./target.ts";
-import { ACTIVATIONS, LOAD_B_PLAIN, LOAD_B_TRANSPOSED, MATMUL_TEMPLATE } from "./matmulTemplate.ts";
+import { ACTIVATION_CODES, LOAD_B_PLAIN, LOAD_B_TRANSPOSED, MATMUL_TEMPLATE } from "./matmulTemplate.ts";
 import { unrollLoops } from "./unroll.ts";
 
-export type MatmulActivation = keyof typeof ACTIVATIONS;
+export type MatmulActivation = keyof typeof ACTIVATION_CODES;
 
 /** Workgroup TX × TY invocations, each RM × RN outputs; K steps of BK through workgroup memory. */
 export interface MatmulTiling {
@@ -22,7 +22,6 @@ export interface MatmulShapeClass {
   readonly storage: WgslStorage;
   /** B stored [N, K] (a linear layer's weight [out, in]); false: [K, N]. */
   readonly transB: boolean;
-  readonly activation: MatmulActivation;
 }
 
 export interface MatmulKernelSource {
@@ -101,7 +100,7 @@ export function chooseMatmulTiling(limits: WgslLimits): MatmulTiling {
 }
 
 export function matmulKey(c: MatmulShapeClass, t: MatmulTiling): string {
-  return `${c.storage}_${c.transB ? "nt" : "nn"}_${c.activation}_${t.tx}x${t.ty}_${t.rm}x${t.rn}_k${t.bk}`;
+  return `${c.storage}_${c.transB ? "nt" : "nn"}_${t.tx}x${t.ty}_${t.rm}x${t.rn}_k${t.bk}`;
 }
 
 export function emitMatmul(
@@ -140,9 +139,10 @@ export function emitMatmul(
     `const LOADS_A: u32 = ${(bm * t.bk) / threads}u;`,
     `const LOADS_B: u32 = ${(bn * t.bk) / threads}u;`,
   ];
-  const body = MATMUL_TEMPLATE.replace("{{ACTIVATION}}", ACTIVATIONS[shape.activation])
-    .replace("{{LOAD_B}}", shape.transB ? LOAD_B_TRANSPOSED : LOAD_B_PLAIN)
-    .replace("{{ENTRY}}", entry);
+  const body = MATMUL_TEMPLATE.replace("{{LOAD_B}}", shape.transB ? LOAD_B_TRANSPOSED : LOAD_B_PLAIN).replace(
+    "{{ENTRY}}",
+    entry,
+  );
   const source = `${consts.join("\n")}\n\n${unrollLoops(body, {
     RM: t.rm,
     RN: t.rn,
@@ -181,6 +181,7 @@ export interface MatmulCall {
   readonly hasBias?: boolean;
   readonly alpha?: number;
   readonly beta?: number;
+  readonly activation?: MatmulActivation;
 }
 
 /** Packs `struct Params` of the template for one call. */
@@ -195,7 +196,7 @@ export function packMatmulParams(call: MatmulCall): ArrayBuffer {
   u.set([call.a.offset ?? 0, call.b.offset ?? 0, call.c.offset ?? 0, call.biasOffset ?? 0], 8);
   u.set([...s(call.a), ...s(call.b), ...s(call.c)], 12);
   f[18] = call.beta ?? 0;
-  u[19] = call.hasBias ? 1 : 0;
+  u[19] = (call.hasBias ? 1 : 0) | (ACTIVATION_CODES[call.activation ?? "none"] << 1);
   return buf;
 }
 

@@ -1,5 +1,5 @@
 // The WGSL tiled matrix product, embedded as a string so the emitter also runs in a browser.
-// matmul.ts prepends the constants (tile sizes, storage type, activation) and unrolls the register
+// matmul.ts prepends the constants (tile sizes, storage type) and unrolls the register
 // loops (i < RM, j < RN, e < LOADS_*) so the invocation's private arrays see constant indices only.
 //
 //   C[z][m, n] = act(alpha · Σ_k A[z][m, k] · B[z][n, k] + bias[n]) + beta · C[z][m, n]
@@ -33,7 +33,7 @@ export const MATMUL_TEMPLATE = `struct Params {
   c_outer: u32,
   c_inner: u32,
   beta: f32,
-  has_bias: u32,
+  flags: u32, // bit 0: add bias; bits 1-2: activation (ACTIVATION_CODES)
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -45,8 +45,18 @@ export const MATMUL_TEMPLATE = `struct Params {
 var<workgroup> a_s: array<f32, BK * BMP>;
 var<workgroup> b_s: array<f32, BK * BNP>;
 
-fn activation(x: f32) -> f32 {
-{{ACTIVATION}}
+// GELU-tanh as diffusers' approximate="tanh", with tanh(y) = 1 - 2 / (exp(2y) + 1) clamped so a large
+// |y| saturates instead of giving inf/inf.
+fn activation(x: f32, act: u32) -> f32 {
+  if (act == 1u) {
+    return x / (1.0 + exp(-x));
+  }
+  if (act == 2u) {
+    let y = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+    let t = 1.0 - 2.0 / (exp(2.0 * clamp(y, -15.0, 15.0)) + 1.0);
+    return 0.5 * x * (1.0 + t);
+  }
+  return x;
 }
 
 @compute @workgroup_size(TX, TY)
@@ -108,10 +118,10 @@ fn {{ENTRY}}(@builtin(local_invocation_index) lid: u32, @builtin(local_invocatio
       let col = n0 + tx + TX * j;
       if (row < params.m && col < params.n) {
         var v = params.alpha * acc[i * RN + j];
-        if (params.has_bias != 0u) {
+        if ((params.flags & 1u) != 0u) {
           v += f32(bias_in[params.bias_off + col]);
         }
-        v = activation(v);
+        v = activation(v, params.flags >> 1u);
         let at = c_base + row * params.ldc + col;
         if (params.beta != 0.0) { // never read C otherwise: it may hold NaN
           v += params.beta * f32(c_out[at]);
@@ -137,12 +147,5 @@ export const LOAD_B_PLAIN = `      let kk = idx / BN;
       let gk = k0 + kk;
       let b_at = b_base + gk * params.ldb + gn;`;
 
-/** Epilogue activations (before the beta·C term); GELU-tanh as diffusers' approximate="tanh". */
-export const ACTIVATIONS = {
-  none: "  return x;",
-  silu: "  return x / (1.0 + exp(-x));",
-  // tanh(y) = 1 - 2 / (exp(2y) + 1), written so large |y| saturates instead of producing inf/inf.
-  gelu_tanh: `  let y = 0.7978845608028654 * (x + 0.044715 * x * x * x);
-  let t = 1.0 - 2.0 / (exp(2.0 * clamp(y, -15.0, 15.0)) + 1.0);
-  return 0.5 * x * (1.0 + t);`,
-} as const;
+/** Epilogue activations (applied before the beta·C term) and their codes in params.flags. */
+export const ACTIVATION_CODES = { none: 0, silu: 1, gelu_tanh: 2 } as const;

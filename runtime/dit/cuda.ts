@@ -441,17 +441,17 @@ function allBuffers(w: DeviceWeights): DeviceBuffer[] {
   return out;
 }
 
-function checkedSpec(text: string): CheckedSpec {
+export function checkedSpec(text: string): CheckedSpec {
   const r = compileSpec(text, "<dit spec>");
   if (!r.spec) throw new Error(`the spec has errors:\n${renderDiagnostics(r.diagnostics, r.sources)}`);
   return r.spec;
 }
 
-function modelKernels(model: ModelSpec): string[] {
+export function modelKernels(model: ModelSpec): string[] {
   return [...new Set([...model.layerKernels, ...model.stepOverrides.map((o) => o.kernel)])];
 }
 
-function onlyKernel(spec: CheckedSpec): string {
+export function onlyKernel(spec: CheckedSpec): string {
   const names = [...spec.kernels.keys()];
   if (names.length !== 1)
     throw new Error(`the spec has ${names.length} kernels (${names.join(", ")}): pass a model or a kernel`);

@@ -114,6 +114,18 @@ export class WgslAttention {
     pass.dispatchWorkgroups(x, y, z);
   }
 
+  /** Records one call into the caller's compute pass (e.g. between a model's other kernels). */
+  encode(
+    pass: GPUComputePassEncoder,
+    q: GpuTensor,
+    k: GpuTensor,
+    v: GpuTensor,
+    out: GpuTensor,
+    options: WgslRunOptions = {},
+  ): void {
+    this.dispatch(pass, this.bind(q, k, v, out, options));
+  }
+
   /** One attention call; resolves once it is submitted and validated (not when the GPU is done). */
   async run(
     q: GpuTensor,

@@ -1,9 +1,10 @@
 /// <reference types="@webgpu/types" />
 // The WGSL tiled matrix product on a WebGPU device:
-//   const mm = await WgslMatmul.create(device, { storage: "f32", transB: true, activation: "none" });
-//   await mm.run({ m, n, k, a: { tensor: x, ld: k }, b: { tensor: w, ld: k }, c: { tensor: y, ld: n }, bias });
-// One pipeline per shape class (storage, B orientation, activation; cached on the device), every size
-// and stride in a uniform block; `prepare` fixes one call's bind group for recording many times.
+//   const mm = await WgslMatmul.create(device, { storage: "f32", transB: true });
+//   await mm.run({ m, n, k, a: { tensor: x, ld: k }, b: { tensor: w, ld: k }, c: { tensor: y, ld: n }, bias, activation: "silu" });
+// One pipeline per shape class (storage, B orientation, tiling; cached on the device), every size,
+// stride and epilogue switch in a uniform block; `prepare` fixes one call's bind group for recording
+// many times.
 import {
   emitMatmul,
   matmulGrid,
