@@ -24,6 +24,7 @@ import type { MatmulActivation } from "../../backends/wgsl/matmul.ts";
 import { tokenGrid, type DitConfig } from "./config.ts";
 import { checkedSpec, modelKernels, onlyKernel } from "./cuda.ts";
 import * as K from "./kernels/dit.wgsl.ts";
+import { randomArray } from "../reference.ts";
 import { timestepFeatures } from "./math.ts";
 import { validateWeights, weightSpecs, type WeightSource } from "./weights.ts";
 import {
@@ -196,6 +197,22 @@ export class WebGpuDit {
     validateWeights(this.config, source);
     for (const s of weightSpecs(this.config))
       this.options.device.write(this.weights.get(s.name)!, source.read(s.name));
+  }
+
+  /**
+   * Random parameters (benchmarks), as randomWeights and CudaDit.randomizeWeights scale them: uniform
+   * ±1/√fan_in, tables ±0.3, biases ±0.1; generated tensor by tensor, never all on the host at once.
+   */
+  randomizeWeights(seed: number): void {
+    weightSpecs(this.config).forEach((s, i) => {
+      const values = randomArray(
+        s.shape.reduce((a, b) => a * b, 1),
+        seed * 100003 + i,
+      );
+      const scale = s.fanIn === 0 ? 0.3 : s.name.endsWith(".bias") ? 0.1 : 1 / Math.sqrt(s.fanIn);
+      for (let j = 0; j < values.length; j++) values[j]! *= scale;
+      this.options.device.write(this.weights.get(s.name)!, values);
+    });
   }
 
   /** Caption projection and every block's cross-attention K/V, for text [batch, textTokens, captionChannels]. */
