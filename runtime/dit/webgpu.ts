@@ -11,31 +11,25 @@
 //   await dit.encodeText(textEmbeddings, validTokens);   // caption projection + every block's K/V
 //   await dit.forward(latent, timesteps, out, { step, steps });
 import { kernelFor, type CheckedSpec, type ModelSpec } from "../../compiler/check.ts";
+import { randomArray } from "../reference.ts";
 import { compileWgsl, type WgslAttention } from "../webgpu/attention.ts";
 import type { GpuTensor, WebGpuDevice } from "../webgpu/device.ts";
-import {
-  computeKernel,
-  submitDispatches,
-  type ComputeKernel,
-  type PreparedDispatch,
-} from "../webgpu/dispatch.ts";
+import { computeKernel, submitDispatches, type ComputeKernel } from "../webgpu/dispatch.ts";
 import { WgslMatmul } from "../webgpu/matmul.ts";
-import type { MatmulActivation } from "../../backends/wgsl/matmul.ts";
 import { tokenGrid, type DitConfig } from "./config.ts";
 import { checkedSpec, modelKernels, onlyKernel } from "./cuda.ts";
 import * as K from "./kernels/dit.wgsl.ts";
-import { randomArray } from "../reference.ts";
 import { timestepFeatures } from "./math.ts";
 import { validateWeights, weightSpecs, type WeightSource } from "./weights.ts";
 import {
   allocWebGpuActivations,
   allocWebGpuWeights,
   flatDispatch,
-  rowDispatch,
   uniformBlock,
   type WebGpuActivations,
   type WebGpuWeights,
 } from "./webgpuBuffers.ts";
+import { ForwardPlan, type Matmuls } from "./webgpuPlan.ts";
 
 export interface WebGpuDitOptions {
   readonly device: WebGpuDevice;
@@ -56,15 +50,6 @@ export interface WebGpuForwardOptions {
   readonly timestampWrites?: GPUComputePassTimestampWrites;
 }
 
-/** The two matmul pipelines: B as a weight [N, K] (linear layers, scores) and B as [K, N] (P·V). */
-type Matmuls = Record<"nt" | "nn", WgslMatmul>;
-
-/** The dispatches of one block around its self-attention call. */
-interface BlockDispatches {
-  readonly pre: PreparedDispatch[];
-  readonly post: PreparedDispatch[];
-}
-
 export class WebGpuDit {
   readonly batch: number;
   readonly tokens: number;
@@ -73,11 +58,7 @@ export class WebGpuDit {
   private readonly acts: WebGpuActivations;
   private readonly kv: { k: GpuTensor; v: GpuTensor }[];
   private readonly valid: GPUBuffer;
-  private readonly cond: PreparedDispatch[];
-  private readonly text: PreparedDispatch[];
-  private readonly blocks: BlockDispatches[];
-  private readonly final: PreparedDispatch[];
-  private readonly patchEmbed: PreparedDispatch;
+  private readonly plan: ForwardPlan;
   private textEncoded = false;
 
   private constructor(
@@ -85,7 +66,7 @@ export class WebGpuDit {
     readonly options: WebGpuDitOptions,
     private readonly model: ModelSpec | undefined,
     private readonly attn: ReadonlyMap<string, WgslAttention>,
-    private readonly mm: Matmuls,
+    mm: Matmuls,
     private readonly kernels: Record<string, ComputeKernel>,
     batch: number,
   ) {
@@ -102,22 +83,20 @@ export class WebGpuDit {
       v: dev.empty(kvLen, "f32"),
     }));
     this.valid = dev.storageBuffer(new Uint32Array(batch), "dit text valid tokens");
-    this.cond = this.condDispatches();
-    this.text = this.textDispatches();
-    this.blocks = Array.from({ length: config.numLayers }, (_, l) => this.blockDispatches(l));
-    this.final = this.finalDispatches();
-    const a = this.acts;
-    const w = (n: string) => this.weights.get(n)!;
-    this.patchEmbed = this.linear(
-      "none",
-      a.patches,
-      batch * g.tokens,
-      config.inChannels * config.patchSize ** 2,
-      w("pos_embed.proj.weight"),
-      w("pos_embed.proj.bias"),
-      config.hidden,
-      a.x,
-    );
+    this.plan = new ForwardPlan({
+      dev,
+      config,
+      batch,
+      grid: this.grid,
+      tokens: g.tokens,
+      textTokens: options.textTokens,
+      weights: this.weights,
+      acts: this.acts,
+      kv: this.kv,
+      valid: this.valid,
+      mm,
+      kernels,
+    });
   }
 
   static async create(config: DitConfig, options: WebGpuDitOptions): Promise<WebGpuDit> {
@@ -229,7 +208,7 @@ export class WebGpuDit {
     const dev = this.options.device;
     dev.write(this.acts.textIn, text);
     dev.device.queue.writeBuffer(this.valid, 0, new Uint32Array(valid));
-    await submitDispatches(dev, this.text, "encoding the text");
+    await submitDispatches(dev, this.plan.text, "encoding the text");
     this.textEncoded = true;
   }
 
@@ -282,14 +261,14 @@ export class WebGpuDit {
       await dev.scoped("the DiT forward", () => {
         const enc = dev.device.createCommandEncoder();
         const pass = enc.beginComputePass(o.timestampWrites ? { timestampWrites: o.timestampWrites } : {});
-        for (const d of [...this.cond, patchify, this.patchEmbed]) d.encode(pass);
-        this.blocks.forEach((blk, layer) => {
+        for (const d of [...this.plan.cond, patchify, this.plan.patchEmbed]) d.encode(pass);
+        this.plan.blocks.forEach((blk, layer) => {
           for (const d of blk.pre) d.encode(pass);
           const name = this.model ? kernelFor(this.model, layer, step) : this.kernelName(layer);
           this.attn.get(name)!.encode(pass, a.q, a.k, a.v, a.o);
           for (const d of blk.post) d.encode(pass);
         });
-        for (const d of [...this.final, unpatchify]) d.encode(pass);
+        for (const d of [...this.plan.final, unpatchify]) d.encode(pass);
         pass.end();
         dev.device.queue.submit([enc.finish()]);
       });
@@ -319,14 +298,7 @@ export class WebGpuDit {
   }
 
   destroy(): void {
-    for (const d of [
-      ...this.cond,
-      ...this.text,
-      ...this.final,
-      this.patchEmbed,
-      ...this.blocks.flatMap((b) => [...b.pre, ...b.post]),
-    ])
-      d.destroy();
+    for (const d of this.plan.all()) d.destroy();
     for (const t of [
       ...this.weights.values(),
       ...Object.values(this.acts),
@@ -335,346 +307,5 @@ export class WebGpuDit {
       t.buffer.destroy();
     this.valid.destroy();
     for (const a of this.attn.values()) a.free();
-  }
-
-  // ---- dispatch lists (prepared once) ----
-
-  /** y[rows, outF] = act(x[rows, inF] · Wᵀ + bias) (+ y when `accumulate`). */
-  private linear(
-    activation: MatmulActivation,
-    x: GpuTensor,
-    rows: number,
-    inF: number,
-    w: GpuTensor,
-    bias: GpuTensor | undefined,
-    outF: number,
-    y: GpuTensor,
-    accumulate = false,
-  ): PreparedDispatch {
-    return this.mm.nt.prepare({
-      m: rows,
-      n: outF,
-      k: inF,
-      a: { tensor: x, ld: inF },
-      b: { tensor: w, ld: inF },
-      c: { tensor: y, ld: outF },
-      bias,
-      activation,
-      beta: accumulate ? 1 : 0,
-    });
-  }
-
-  private w(name: string): GpuTensor {
-    return this.weights.get(name)!;
-  }
-
-  /** Optional q/k/v biases (attention_bias). */
-  private wb(name: string): GpuTensor | undefined {
-    return this.config.attentionBias ? this.w(name) : undefined;
-  }
-
-  private condDispatches(): PreparedDispatch[] {
-    const c = this.config;
-    const { batch: B } = this;
-    const C = c.hidden;
-    const a = this.acts;
-    const te = "adaln_single.emb.timestep_embedder";
-    const dev = this.options.device;
-    return [
-      this.linear(
-        "silu",
-        a.tfeat,
-        B,
-        c.timestepChannels,
-        this.w(`${te}.linear_1.weight`),
-        this.w(`${te}.linear_1.bias`),
-        C,
-        a.condH,
-      ),
-      this.linear(
-        "none",
-        a.condH,
-        B,
-        C,
-        this.w(`${te}.linear_2.weight`),
-        this.w(`${te}.linear_2.bias`),
-        C,
-        a.embedded,
-      ),
-      flatDispatch(dev, this.kernels[K.SILU.entry]!, uniformBlock(16, [B * C]), [a.embedded, a.condS], B * C),
-      this.linear(
-        "none",
-        a.condS,
-        B,
-        C,
-        this.w("adaln_single.linear.weight"),
-        this.w("adaln_single.linear.bias"),
-        6 * C,
-        a.t6,
-      ),
-    ];
-  }
-
-  private textDispatches(): PreparedDispatch[] {
-    const c = this.config;
-    const rows = this.batch * this.options.textTokens;
-    const C = c.hidden;
-    const a = this.acts;
-    const cp = "caption_projection";
-    const list = [
-      this.linear(
-        "gelu_tanh",
-        a.textIn,
-        rows,
-        c.captionChannels,
-        this.w(`${cp}.linear_1.weight`),
-        this.w(`${cp}.linear_1.bias`),
-        C,
-        a.textH,
-      ),
-      this.linear(
-        "none",
-        a.textH,
-        rows,
-        C,
-        this.w(`${cp}.linear_2.weight`),
-        this.w(`${cp}.linear_2.bias`),
-        C,
-        a.text,
-      ),
-    ];
-    this.kv.forEach((kv, l) => {
-      const pre = `transformer_blocks.${l}.attn2`;
-      list.push(
-        this.linear(
-          "none",
-          a.text,
-          rows,
-          C,
-          this.w(`${pre}.to_k.weight`),
-          this.wb(`${pre}.to_k.bias`),
-          C,
-          kv.k,
-        ),
-        this.linear(
-          "none",
-          a.text,
-          rows,
-          C,
-          this.w(`${pre}.to_v.weight`),
-          this.wb(`${pre}.to_v.bias`),
-          C,
-          kv.v,
-        ),
-      );
-    });
-    return list;
-  }
-
-  private normModulate(
-    x: GpuTensor,
-    out: GpuTensor,
-    table: GpuTensor,
-    temb: GpuTensor,
-    tembStride: number,
-    chunkStride: number,
-    shiftIdx: number,
-    scaleIdx: number,
-  ): PreparedDispatch {
-    const c = this.config;
-    const M = this.batch * this.tokens;
-    const params = uniformBlock(
-      32,
-      [M, c.hidden, this.tokens, tembStride, chunkStride, shiftIdx, scaleIdx, c.normEps],
-      [7],
-    );
-    return rowDispatch(
-      this.options.device,
-      this.kernels[K.NORM_MODULATE.entry]!,
-      params,
-      [x, out, table, temb],
-      M,
-    );
-  }
-
-  private gateResidual(table: GpuTensor, gateIdx: number): PreparedDispatch {
-    const C = this.config.hidden;
-    const n = this.batch * this.tokens * C;
-    const params = uniformBlock(32, [n, C, this.tokens, 6 * C, gateIdx]);
-    return flatDispatch(
-      this.options.device,
-      this.kernels[K.GATE_RESIDUAL.entry]!,
-      params,
-      [this.acts.x, this.acts.y, table, this.acts.t6],
-      n,
-    );
-  }
-
-  private blockDispatches(layer: number): BlockDispatches {
-    const c = this.config;
-    const dev = this.options.device;
-    const a = this.acts;
-    const { batch: B, tokens: N } = this;
-    const M = B * N;
-    const C = c.hidden;
-    const heads = c.numHeads;
-    const D = c.headDim;
-    const L = this.options.textTokens;
-    const pre = `transformer_blocks.${layer}`;
-    const table = this.w(`${pre}.scale_shift_table`);
-    const half = D / 6;
-    const g = this.grid;
-    const ropeParams = uniformBlock(48, [
-      M * heads * 3 * half,
-      heads,
-      D,
-      N,
-      g.height,
-      g.width,
-      g.frames,
-      g.frames + g.height,
-      (g.frames + g.height + g.width) * half,
-    ]);
-    const preList = [
-      this.normModulate(a.x, a.xn, table, a.t6, 6 * C, C, 0, 1),
-      this.linear(
-        "none",
-        a.xn,
-        M,
-        C,
-        this.w(`${pre}.attn1.to_q.weight`),
-        this.wb(`${pre}.attn1.to_q.bias`),
-        C,
-        a.q,
-      ),
-      this.linear(
-        "none",
-        a.xn,
-        M,
-        C,
-        this.w(`${pre}.attn1.to_k.weight`),
-        this.wb(`${pre}.attn1.to_k.bias`),
-        C,
-        a.k,
-      ),
-      this.linear(
-        "none",
-        a.xn,
-        M,
-        C,
-        this.w(`${pre}.attn1.to_v.weight`),
-        this.wb(`${pre}.attn1.to_v.bias`),
-        C,
-        a.v,
-      ),
-      flatDispatch(dev, this.kernels[K.ROPE.entry]!, ropeParams, [a.q, a.k, a.angles], M * heads * 3 * half),
-    ];
-    const kv = this.kv[layer]!;
-    const post = [
-      this.linear(
-        "none",
-        a.o,
-        M,
-        C,
-        this.w(`${pre}.attn1.to_out.0.weight`),
-        this.w(`${pre}.attn1.to_out.0.bias`),
-        C,
-        a.y,
-      ),
-      this.gateResidual(table, 2),
-      // Cross-attention on the residual stream (no norm, no gate): scores, masked softmax, P·V.
-      this.linear(
-        "none",
-        a.x,
-        M,
-        C,
-        this.w(`${pre}.attn2.to_q.weight`),
-        this.wb(`${pre}.attn2.to_q.bias`),
-        C,
-        a.q,
-      ),
-      this.mm.nt.prepare({
-        m: N,
-        n: L,
-        k: D,
-        batch: [B, heads],
-        alpha: 1 / Math.sqrt(D),
-        a: { tensor: a.q, ld: C, stride: [N * C, D] },
-        b: { tensor: kv.k, ld: C, stride: [L * C, D] },
-        c: { tensor: a.scores, ld: L, stride: [heads * N * L, N * L] },
-      }),
-      rowDispatch(
-        dev,
-        this.kernels[K.SOFTMAX_ROWS.entry]!,
-        uniformBlock(16, [B * heads * N, L, heads * N]),
-        [a.scores, this.valid],
-        B * heads * N,
-      ),
-      this.mm.nn.prepare({
-        m: N,
-        n: D,
-        k: L,
-        batch: [B, heads],
-        a: { tensor: a.scores, ld: L, stride: [heads * N * L, N * L] },
-        b: { tensor: kv.v, ld: C, stride: [L * C, D] },
-        c: { tensor: a.o, ld: C, stride: [N * C, D] },
-      }),
-      this.linear(
-        "none",
-        a.o,
-        M,
-        C,
-        this.w(`${pre}.attn2.to_out.0.weight`),
-        this.w(`${pre}.attn2.to_out.0.bias`),
-        C,
-        a.x,
-        true,
-      ),
-      // MLP.
-      this.normModulate(a.x, a.xn, table, a.t6, 6 * C, C, 3, 4),
-      this.linear(
-        "gelu_tanh",
-        a.xn,
-        M,
-        C,
-        this.w(`${pre}.ff.net.0.proj.weight`),
-        this.w(`${pre}.ff.net.0.proj.bias`),
-        c.ffInnerDim,
-        a.ffh,
-      ),
-      this.linear(
-        "none",
-        a.ffh,
-        M,
-        c.ffInnerDim,
-        this.w(`${pre}.ff.net.2.weight`),
-        this.w(`${pre}.ff.net.2.bias`),
-        C,
-        a.y,
-      ),
-      this.gateResidual(table, 5),
-    ];
-    return { pre: preList, post };
-  }
-
-  private finalDispatches(): PreparedDispatch[] {
-    const c = this.config;
-    const a = this.acts;
-    const M = this.batch * this.tokens;
-    const C = c.hidden;
-    return [
-      // norm_out modulated by scale_shift_table [2, C] + embedded_timestep [B, C] (one chunk for both).
-      this.normModulate(a.x, a.xn, this.w("scale_shift_table"), a.embedded, C, 0, 0, 1),
-      this.linear(
-        "none",
-        a.xn,
-        M,
-        C,
-        this.w("proj_out.weight"),
-        this.w("proj_out.bias"),
-        c.patchSize ** 2 * c.outChannels,
-        a.projOut,
-      ),
-    ];
   }
 }
