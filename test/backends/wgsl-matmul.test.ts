@@ -14,6 +14,7 @@ import { DEFAULT_LIMITS } from "../../backends/wgsl/target.ts";
 import { geluTanh, silu } from "../../runtime/dit/math.ts";
 import { randomArray, relativeError } from "../../runtime/reference.ts";
 import type { WebGpuDevice } from "../../runtime/webgpu/device.ts";
+import { roundToF16 } from "../../runtime/webgpu/half.ts";
 import { WgslMatmul } from "../../runtime/webgpu/matmul.ts";
 import { openNodeDevice, openSwiftShader } from "../../runtime/webgpu/node.ts";
 
@@ -125,15 +126,17 @@ describe.skipIf(!gpu)(`WGSL matmul on ${where}${gpu ? "" : ` (skipped: ${ss.reas
   ): Promise<void> {
     const dev = gpu!;
     const mm = await WgslMatmul.create(dev, shape);
-    const a = randomArray(sizes.a, seed);
-    const b = randomArray(sizes.b, seed + 1);
-    const bias = sizes.bias ? randomArray(sizes.bias, seed + 2) : undefined;
+    // f16 storage: the reference sees the f16-rounded operands the GPU sees.
+    const stored = (x: Float64Array) => (shape.storage === "f16" ? Float64Array.from(roundToF16(x)) : x);
+    const a = stored(randomArray(sizes.a, seed));
+    const b = stored(randomArray(sizes.b, seed + 1));
+    const bias = sizes.bias ? stored(randomArray(sizes.bias, seed + 2)) : undefined;
     // Poisoned (NaN) unless the call reads C: unwritten outputs then show as NaN.
-    const c0 = call.beta ? randomArray(sizes.c, seed + 3) : new Float64Array(sizes.c).fill(NaN);
-    const ta = dev.upload(a, "f32");
-    const tb = dev.upload(b, "f32");
-    const tbias = bias ? dev.upload(bias, "f32") : undefined;
-    const tc = dev.upload(c0, "f32");
+    const c0 = call.beta ? stored(randomArray(sizes.c, seed + 3)) : new Float64Array(sizes.c).fill(NaN);
+    const ta = dev.upload(a, shape.storage);
+    const tb = dev.upload(b, shape.storage);
+    const tbias = bias ? dev.upload(bias, shape.storage) : undefined;
+    const tc = dev.upload(c0, shape.storage);
     try {
       await mm.run({
         ...call,
@@ -157,7 +160,7 @@ describe.skipIf(!gpu)(`WGSL matmul on ${where}${gpu ? "" : ` (skipped: ${ss.reas
           addressed.map((i) => want[i]!),
         ),
         label,
-      ).toBeLessThan(1e-5);
+      ).toBeLessThan(shape.storage === "f16" ? 1e-3 : 1e-5); // f16: the output's own rounding (2⁻¹¹)
     } finally {
       for (const t of [ta, tb, tbias, tc]) t?.buffer.destroy();
     }
@@ -238,4 +241,23 @@ describe.skipIf(!gpu)(`WGSL matmul on ${where}${gpu ? "" : ` (skipped: ${ss.reas
       31,
     );
   });
+
+  it.skipIf(!gpu?.caps.f16)(
+    `f16 storage, f32 accumulation${gpu?.caps.f16 ? "" : ` (skipped: ${where} offers no shader-f16)`}`,
+    async () => {
+      const shape: MatmulShapeClass = { storage: "f16", transB: true };
+      await expectProduct(
+        shape,
+        { ...linear(70, 45, 130), activation: "gelu_tanh" },
+        { a: 70 * 130, b: 45 * 130, c: 70 * 45, bias: 45 },
+        41,
+      );
+      await expectProduct(
+        { storage: "f16", transB: false },
+        { ...linear(33, 20, 17), b: { ld: 20 }, beta: 1 },
+        { a: 33 * 17, b: 17 * 20, c: 33 * 20 },
+        43,
+      );
+    },
+  );
 });
