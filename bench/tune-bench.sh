@@ -9,8 +9,8 @@ what=${2:-all}
 mkdir -p "$out"
 export TILEC_CACHE_DIR=${TILEC_CACHE_DIR:-/tmp/tc}
 tsx="node node_modules/tsx/dist/cli.mjs"
-tune() { # spec reps: top 3 by the cost model (spread over code paths) plus the default
-  node bin/tilec.js tune "examples/efficient-vdit/$1.tile" --target cuda --top 3 --reps "$2" --warmup 2 --json \
+tune() { # spec reps: top $TOP (default 4) by the cost model (spread over code paths) plus the default
+  node bin/tilec.js tune "examples/efficient-vdit/$1.tile" --target cuda --top "${TOP:-4}" --reps "$2" --warmup 2 --json \
     > "$out/tune-$1.json" 2> >(tee "$out/tune-$1.log" >&2)
 }
 if [[ $what == all || $what == osp29 ]]; then tune osp29 10; fi

@@ -15,11 +15,6 @@ export interface Candidate<C extends TuneChoice = TuneChoice> {
   readonly isDefault: boolean;
   /** The device template / code path it runs (e.g. sm80, sm90, f32; WGSL: f32 or f16 storage). */
   readonly codePath: string;
-  /**
-   * Candidates of one family differ only in a knob the cost model barely sees (CUDA: pipeline
-   * stages); a top-N pick takes one per family before it takes a second.
-   */
-  readonly family: string;
 }
 
 export function candidate<C extends TuneChoice>(
@@ -28,10 +23,9 @@ export function candidate<C extends TuneChoice>(
   isDefault: boolean,
   estimateMs: number | undefined,
   codePath: string,
-  family = choiceKey(choice),
 ): Candidate<C> {
   const estimate = pruned.length ? undefined : estimateMs;
-  return { key: choiceKey(choice), choice, pruned, isDefault, estimateMs: estimate, codePath, family };
+  return { key: choiceKey(choice), choice, pruned, isDefault, estimateMs: estimate, codePath };
 }
 
 /**
@@ -67,8 +61,7 @@ export class PlanMemo {
 /**
  * Candidates to time: the `top` best estimates that are not pruned, spread over the code paths (at
  * most ⌈top / paths⌉ from one path while others have candidates left, so a cost model that
- * misjudges one path cannot fill the list with it) and over families (one each first), plus the
- * default.
+ * misjudges one path cannot fill the list with it), plus the default.
  */
 export function selectForTiming<C extends TuneChoice>(
   all: readonly Candidate<C>[],
@@ -84,13 +77,11 @@ export function selectForTiming<C extends TuneChoice>(
     const paths = new Set(ranked.map((c) => c.codePath));
     const cap = Math.ceil(top / Math.max(1, paths.size));
     const taken = new Map<string, number>();
-    const families = new Set<string>();
     chosen = [];
     for (const c of ranked) {
       if (chosen.length >= top) break;
-      if ((taken.get(c.codePath) ?? 0) >= cap || families.has(c.family)) continue;
+      if ((taken.get(c.codePath) ?? 0) >= cap) continue;
       chosen.push(c);
-      families.add(c.family);
       taken.set(c.codePath, (taken.get(c.codePath) ?? 0) + 1);
     }
     // Fewer paths than slots: fill up with the next best of any path.

@@ -122,8 +122,15 @@ export function ctasPerSm(
 
 /** Effective per-SM FLOP rate of the sm80 template (H100 measurement: ~350 TFLOP/s over 132 SMs). */
 const SM_FLOPS = 2.65e12;
-/** The wgmma template's expected advantage (a guess for ranking only: the timings decide). */
-const WGMMA_SPEEDUP = 1.3;
+/**
+ * The wgmma template against the mma.sync one, and what narrower tiles cost it. Calibrated on H100
+ * (`tilec tune`, 2026-11-23, osp29/osp93): at 128 × 128 tiles with 3 stages it ran 1.47× the sm80
+ * rate; 64-key tiles took 2.2× as long (a wgmma of N = 64 per step, twice the barriers), and
+ * 64-row blocks (one consumer warpgroup) another 1.6×. Used only to rank: the timings decide.
+ */
+const WGMMA_SPEEDUP = 1.47;
+const WGMMA_KV_EFF: Record<number, number> = { 128: 1, 64: 0.45, 32: 0.25 };
+const WGMMA_Q64_EFF = 0.63;
 
 /** The sm_90a path's warp count for a query block, where the CUDA backend has that path. */
 function hopperWarps(blockQ: number): number | undefined {
@@ -150,7 +157,11 @@ export function estimateCudaMs(
   let rate: number;
   if (template === "sm90") {
     const { ctas } = ctasPerSm(limits, sharedBytes(ir, ir.config, template), warps * 32, 0);
-    rate = SM_FLOPS * WGMMA_SPEEDUP * (ir.blockKv >= 64 ? 1 : 0.85) * Math.min(1, ctas);
+    const kvEff = WGMMA_KV_EFF[ir.blockKv] ?? 0.25;
+    const qEff = ir.blockQ >= 128 ? 1 : WGMMA_Q64_EFF;
+    // 3 stages is the template's own choice (its software pipeline holds a slot one tile longer).
+    const stageEff = stages >= 3 ? 1 : 0.97;
+    rate = SM_FLOPS * WGMMA_SPEEDUP * kvEff * qEff * stageEff * Math.min(1, ctas);
   } else {
     const mt = ir.blockQ / warps / 16;
     const regs = estimateRegisters(ir.headDim, ir.blockQ, warps, ir.blockKv);
@@ -248,8 +259,7 @@ export function cudaCandidates(
                   limits,
                   template,
                 );
-            const family = `${arch}/${template} q${blockQ} w${warps} kv${kvTile}`;
-            out.push(candidate(choice, pruned, isDefault, estimate, template, family));
+            out.push(candidate(choice, pruned, isDefault, estimate, template));
           }
   return out;
 }
