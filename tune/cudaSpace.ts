@@ -125,8 +125,9 @@ const SM_FLOPS = 2.65e12;
 /**
  * The wgmma template against the mma.sync one, and what narrower tiles cost it. Calibrated on H100
  * (`tilec tune`, 2026-11-23, osp29/osp93): at 128 × 128 tiles with 3 stages it ran 1.47× the sm80
- * rate; 64-key tiles took 2.2× as long (a wgmma of N = 64 per step, twice the barriers), and
- * 64-row blocks (one consumer warpgroup) another 1.6×. Used only to rank: the timings decide.
+ * rate; 64-key tiles took 2.2× as long (a wgmma of N = 64 per step, twice the barriers), 64-row
+ * blocks (one consumer warpgroup) another 1.6×, and 2 stages 1.5× (its software pipeline holds a
+ * slot one tile longer); 4 stages were within ±2% of 3. Used only to rank: the timings decide.
  */
 const WGMMA_SPEEDUP = 1.47;
 const WGMMA_KV_EFF: Record<number, number> = { 128: 1, 64: 0.45, 32: 0.25 };
@@ -159,8 +160,7 @@ export function estimateCudaMs(
     const { ctas } = ctasPerSm(limits, sharedBytes(ir, ir.config, template), warps * 32, 0);
     const kvEff = WGMMA_KV_EFF[ir.blockKv] ?? 0.25;
     const qEff = ir.blockQ >= 128 ? 1 : WGMMA_Q64_EFF;
-    // 3 stages is the template's own choice (its software pipeline holds a slot one tile longer).
-    const stageEff = stages >= 3 ? 1 : 0.97;
+    const stageEff = stages >= 3 ? 1 : 0.65;
     rate = SM_FLOPS * WGMMA_SPEEDUP * kvEff * qEff * stageEff * Math.min(1, ctas);
   } else {
     const mt = ir.blockQ / warps / 16;
