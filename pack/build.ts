@@ -273,7 +273,7 @@ export async function buildPackage(
   return { written, unchanged, removed, compiled: [...new Set(nvccJobs.map((j) => j.kernel))], notes };
 }
 
-function tunedSummary(e: { device: string; tunedAt: string; ms: number; defaultMs: number }) {
+function tunedSummary(e: { device: string; tunedAt: string; ms: number; defaultMs: number | null }) {
   return { device: e.device, tunedAt: e.tunedAt, ms: e.ms, defaultMs: e.defaultMs };
 }
 

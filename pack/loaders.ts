@@ -156,9 +156,10 @@ dtype are fixed by the kernel.
 import sys; sys.path.insert(0, "…")  # the directory that holds ${basename(resolve(input.outDir))}/
 from ${basename(resolve(input.outDir))} import tilec_attention
 
-# Open-Sora-Plan / CogVideoX attention processors call
+# A diffusers-style attention processor (CogVideoX, Open-Sora-Plan) calls
 #   hidden_states = F.scaled_dot_product_attention(query, key, value)      # [b, h, s, d]
-# with the mask's sequence layout; replace that line by
+# over the tokens in the order the spec's layout declares (text before/after, then frame by
+# frame, row by row); replace that line by
 hidden_states = tilec_attention(query, key, value, kernel="${example}", layout="bhsd")
 # or, with [b, s, h, d] tensors (e.g. straight from a fused qkv projection, any strides):
 out = tilec_attention(q, k, v, kernel="${example}")

@@ -32,9 +32,9 @@ export interface TuneEntry extends DeviceIdentity {
   readonly kernel: string;
   readonly specFile: string;
   readonly choice: TuneChoice;
-  /** Median ms of the winner and of the default configuration, measured in the same run. */
+  /** Median ms of the winner and of the default configuration, measured in the same run (null: the default failed). */
   readonly ms: number;
-  readonly defaultMs: number;
+  readonly defaultMs: number | null;
   /** How many candidates were timed / considered. */
   readonly timed: number;
   readonly considered: number;

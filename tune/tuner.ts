@@ -216,7 +216,11 @@ export function entryOf(r: KernelTuneResult, now = new Date()): TuneEntry | unde
     specFile: r.specFile,
     choice: r.winner.choice,
     ms: r.confirm && r.winner !== r.default ? r.confirm.winnerMs : r.winner.ms,
-    defaultMs: r.confirm ? r.confirm.defaultMs : (r.default?.ms ?? Infinity),
+    defaultMs: r.confirm
+      ? r.confirm.defaultMs
+      : r.default && Number.isFinite(r.default.ms)
+        ? r.default.ms
+        : null,
     timed: r.timed,
     considered: r.considered,
     tunedAt: now.toISOString(),

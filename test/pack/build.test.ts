@@ -189,6 +189,19 @@ print(pack_params(m["fields"], m["bytes"], json.loads(sys.argv[1])).hex())`,
       );
       expect(py.stderr).toBe("");
       expect(py.stdout.trim()).toBe(ts);
+      // the package imports without torch (torch is only needed to launch)
+      const imp = spawnSync(
+        "python3",
+        [
+          "-c",
+          `import importlib.util as u, sys
+s = u.spec_from_file_location("pkg", ${JSON.stringify(join(dir, "__init__.py"))}, submodule_search_locations=[${JSON.stringify(dir)}])
+m = u.module_from_spec(s); sys.modules["pkg"] = m; s.loader.exec_module(m); print(",".join(m.KERNELS))`,
+        ],
+        { encoding: "utf8" },
+      );
+      expect(imp.stderr).toBe("");
+      expect(imp.stdout.trim()).toBe("a,b");
     },
   );
 
