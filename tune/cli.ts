@@ -2,6 +2,8 @@
 // command line, with a progress bar (candidates done / total, elapsed, ETA) on stderr.
 import cliProgress from "cli-progress";
 import { EXIT_DIAGNOSTICS, EXIT_OK, UsageError, loadSpec, report } from "../cli/load.ts";
+import { available } from "../runtime/cuda/index.ts";
+import { WebGpuError } from "../runtime/webgpu/device.ts";
 import { TuneCache } from "./cache.ts";
 import type { TuneTarget } from "./choice.ts";
 import { renderReport, reportJson } from "./report.ts";
@@ -60,18 +62,30 @@ export async function tuneCommand(file: string, opts: TuneCommandOptions): Promi
     throw new UsageError(
       `${file} has no kernel '${opts.kernel}'; its kernels are: ${[...loaded.spec.kernels.keys()].join(", ")}`,
     );
-  const result = await tuneSpec(loaded.spec, file, {
-    target: opts.target,
-    kernel: opts.kernel,
-    top,
-    reps,
-    warmup,
-    heads,
-    swiftshader: opts.swiftshader,
-    cache: new TuneCache(),
-    save: opts.save !== false,
-    progress: opts.progress === false ? undefined : progressBar(),
-  });
+  if (opts.target === "cuda") {
+    const a = available();
+    if (!a.ok) throw new UsageError(`cannot tune for CUDA on this machine: ${a.reason}`);
+  }
+  let result;
+  try {
+    result = await tuneSpec(loaded.spec, file, {
+      target: opts.target,
+      kernel: opts.kernel,
+      top,
+      reps,
+      warmup,
+      heads,
+      swiftshader: opts.swiftshader,
+      cache: new TuneCache(),
+      save: opts.save !== false,
+      progress: opts.progress === false ? undefined : progressBar(),
+    });
+  } catch (e) {
+    // No adapter / device: say so like a usage error, without a stack trace.
+    if (e instanceof WebGpuError)
+      throw new UsageError(`cannot tune for WebGPU on this machine: ${e.message}`);
+    throw e;
+  }
   process.stdout.write(opts.json ? reportJson(result) : renderReport(result));
   return EXIT_OK;
 }

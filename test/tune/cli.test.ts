@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { mainAsync } from "../../cli/main.ts";
+import { available } from "../../runtime/cuda/index.ts";
 import { findSwiftShader } from "../../runtime/webgpu/node.ts";
 
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -40,6 +41,12 @@ describe("tilec tune / build CLI", () => {
     expect(unknown.code).toBe(2);
     expect(unknown.err).toMatch(/has no kernel 'nope'; its kernels are: k/);
     expect((await run(["tune", spec, "--target", "metal"])).code).toBe(2);
+  });
+
+  it.skipIf(available().ok)("says plainly when there is no CUDA device", async () => {
+    const r = await run(["tune", spec, "--target", "cuda"]);
+    expect(r.code).toBe(2);
+    expect(r.err).toMatch(/^tilec: cannot tune for CUDA on this machine: /);
   });
 
   it.skipIf(!findSwiftShader())(
