@@ -1,6 +1,7 @@
 // Tuning on a CUDA device: candidates compile through the runtime's compile() (NVRTC, disk-cached),
 // are gated on the reference, and are timed with CUDA events on inputs of the kernel's full shape,
 // with enough copies of the inputs that one timed pass reads ≥ 4× the L2 cache.
+import type { CudaArch } from "../backends/cuda/target.ts";
 import type { CheckedSpec, KernelSpec } from "../compiler/check.ts";
 import { compile, type CudaAttention } from "../runtime/attention.ts";
 import { CudaDevice, CudaEvent, type DeviceBuffer } from "../runtime/cuda/device.ts";
@@ -95,7 +96,7 @@ export class CudaTuneSession implements TuneSession<CudaAttention> {
       target: "cuda",
       kernel: kernel.name,
       config: choice.config,
-      arch: choice.arch as never,
+      arch: choice.arch as CudaArch,
       cacheDir: this.cacheDir,
       tuned: false,
     });
