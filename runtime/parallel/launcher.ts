@@ -61,6 +61,9 @@ function defaultDevices(size: number, env: NodeJS.ProcessEnv): string[] {
 
 function rankEnv(o: LaunchOptions, rank: number, devices: readonly string[]): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {
+    // NVLink multicast (NVLS) stays off unless asked for: tilec's transfers are point-to-point, and
+    // on shared hosts a program using multicast can take the GPUs out of service.
+    NCCL_NVLS_ENABLE: "0",
     ...process.env,
     ...o.env,
     [RANK_ENV.rank]: String(rank),

@@ -201,7 +201,11 @@ export class NcclComm {
   static async init(size: number, id: Uint8Array, rank: number): Promise<NcclComm> {
     if (id.byteLength !== UNIQUE_ID_BYTES)
       throw new RangeError(`an NCCL unique id is ${UNIQUE_ID_BYTES} bytes, got ${id.byteLength}`);
-    const handle = await requireNccl().ncclCommInitRank(size, id, rank);
+    const addon = requireNccl();
+    // NCCL reads its environment at initialization. NVLink multicast (NVLS) only serves collectives
+    // tilec does not use, and on shared hosts a program using it can take the GPUs out of service.
+    process.env.NCCL_NVLS_ENABLE ??= "0";
+    const handle = await addon.ncclCommInitRank(size, id, rank);
     return new NcclComm(handle, rank, size);
   }
 

@@ -12,6 +12,7 @@ interface FakeResult {
   size: number;
   id: string;
   cuda?: string;
+  nvls?: string;
   env: { rank: number; size: number; device: number; launched: boolean };
 }
 
@@ -60,6 +61,10 @@ describe("launcher", () => {
     // One GPU per rank through CUDA_VISIBLE_DEVICES; each opens its ordinal 0.
     expect(results.map((r) => r.cuda)).toEqual(["4", "5", "6"]);
     expect(results.map((r) => r.env.device)).toEqual([0, 0, 0]);
+    // NVLink multicast stays off in every rank unless the caller's environment says otherwise.
+    expect(results.map((r) => r.nvls)).toEqual(
+      process.env.NCCL_NVLS_ENABLE ? Array(3).fill(process.env.NCCL_NVLS_ENABLE) : ["0", "0", "0"],
+    );
     expect(lines).toContain("2 stdout rank 2 has the id");
   });
 

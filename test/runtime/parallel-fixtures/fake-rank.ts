@@ -25,5 +25,6 @@ runRank(async (info) => {
     env: rankInfo(),
     id: Buffer.from(id).toString("hex"),
     cuda: process.env.CUDA_VISIBLE_DEVICES,
+    nvls: process.env.NCCL_NVLS_ENABLE,
   };
 });
