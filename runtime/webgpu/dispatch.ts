@@ -11,6 +11,8 @@ export interface ComputeKernel {
   readonly pipeline: GPUComputePipeline;
   readonly layout: GPUBindGroupLayout;
   readonly bindings: readonly BindingType[];
+  /** The compiler's non-error messages, `label:line:col: type: text`. */
+  readonly warnings: readonly string[];
 }
 
 const kernels = new WeakMap<WebGpuDevice, Map<string, Promise<ComputeKernel>>>();
@@ -62,7 +64,12 @@ async function compile(
       layout: d.createPipelineLayout({ bindGroupLayouts: [layout] }),
       compute: { module, entryPoint: entry },
     });
-    return { label, pipeline, layout, bindings };
+    const warnings = formatCompilationMessages(
+      info.messages.filter((m) => m.type !== "error"),
+      source,
+      label,
+    );
+    return { label, pipeline, layout, bindings, warnings };
   });
 }
 

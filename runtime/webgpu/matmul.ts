@@ -41,7 +41,7 @@ export class WgslMatmul {
     readonly device: WebGpuDevice,
     readonly shape: MatmulShapeClass,
     readonly source: MatmulKernelSource,
-    private readonly kernel: ComputeKernel,
+    readonly kernel: ComputeKernel,
   ) {}
 
   static async create(

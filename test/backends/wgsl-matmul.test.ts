@@ -67,6 +67,7 @@ describe("WGSL matmul through Dawn's validation (null backend)", () => {
         const mm = await WgslMatmul.create(dev, { storage, transB });
         expect(mm.source.source).not.toMatch(/\b[ij]\b\]/); // register tiles indexed by constants only
         expect(mm.source.source).toContain(`alias st = ${storage};`);
+        expect(mm.kernel.warnings).toEqual([]);
       }
   });
 

@@ -8,7 +8,9 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { compileSpec } from "../../compiler/pipeline.ts";
 import { forwardCpu } from "../../runtime/dit/cpu.ts";
+import { DIT_WGSL_KERNELS } from "../../runtime/dit/kernels/dit.wgsl.ts";
 import { WebGpuDit } from "../../runtime/dit/webgpu.ts";
+import { computeKernel } from "../../runtime/webgpu/dispatch.ts";
 import { memoryWeights, randomWeights, WeightError } from "../../runtime/dit/weights.ts";
 import { relativeError } from "../../runtime/reference.ts";
 import { openNodeDevice, openSwiftShader } from "../../runtime/webgpu/node.ts";
@@ -107,5 +109,19 @@ describe.skipIf(!dev)(`the DiT forward on WebGPU (${where})${dev ? "" : ` (skipp
         `kernel 'full' \\(layout '${bad.layout.name}'\\) does not fit the DiT: video 3×5×7, but the latent patchifies to 4×5×7`,
       ),
     );
+  });
+});
+
+describe("the DiT's WGSL kernels through Dawn's validation (null backend)", () => {
+  it("compile and build pipelines without warnings", async () => {
+    const nul = await openNodeDevice({ backend: "null" });
+    try {
+      for (const k of DIT_WGSL_KERNELS) {
+        const compiled = await computeKernel(nul, k.source, k.entry, k.bindings, `${k.entry}.wgsl`);
+        expect(compiled.warnings, k.entry).toEqual([]);
+      }
+    } finally {
+      nul.destroy();
+    }
   });
 });
