@@ -245,14 +245,14 @@ export function buildProgram(setCode: (c: number) => void): Command {
     .command("launch")
     .description("run a script on N GPUs, one Node process per GPU (sequence parallelism over NCCL)")
     .requiredOption("-g, --gpus <n>", "number of ranks, one GPU each")
-    .option("--devices <ids>", "comma-separated GPU per rank (default: $CUDA_VISIBLE_DEVICES, else 0..n-1)")
+    .option("--devices <ids>", "comma-separated GPU per rank (default 0..n-1)")
     .addOption(
       new Option(
         "--device-mode <mode>",
-        "visible: CUDA_VISIBLE_DEVICES=<gpu> per rank; ordinal: open device <gpu>",
+        "ordinal: every GPU visible, rank r opens <gpu>; visible: CUDA_VISIBLE_DEVICES=<gpu> per rank",
       )
-        .choices(["visible", "ordinal"])
-        .default("visible"),
+        .choices(["ordinal", "visible"])
+        .default("ordinal"),
     )
     .option("--timeout <seconds>", "stop every rank after this long")
     .argument("<script>", "the rank script (see runtime/parallel/world.ts)")

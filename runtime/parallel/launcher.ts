@@ -15,12 +15,13 @@ export interface LaunchOptions {
   /** Number of ranks. */
   readonly size: number;
   /**
-   * How ranks get their GPU: "visible" (default) gives rank r CUDA_VISIBLE_DEVICES=devices[r]
-   * and opens ordinal 0; "ordinal" leaves CUDA_VISIBLE_DEVICES alone and opens ordinal
-   * devices[r]; "none" sets no device at all (ranks without CUDA, e.g. tests).
+   * How ranks get their GPU. "ordinal" (default, as torchrun does) leaves every GPU visible to
+   * every rank and rank r opens ordinal devices[r] (default r), so NCCL sees its peers' GPUs in
+   * each process. "visible" gives rank r CUDA_VISIBLE_DEVICES=devices[r] (default: the r-th entry
+   * of the caller's $CUDA_VISIBLE_DEVICES, else r) and it opens ordinal 0. "none" sets no device
+   * (ranks without CUDA, e.g. tests).
    */
   readonly deviceMode?: "visible" | "ordinal" | "none";
-  /** Device ids per rank; default: the entries of $CUDA_VISIBLE_DEVICES, else 0..size-1. */
   readonly devices?: readonly string[];
   readonly env?: NodeJS.ProcessEnv;
   /** Stops every rank and rejects after this long (default: no limit). */
@@ -45,17 +46,16 @@ export class LaunchError extends Error {
 
 const STDERR_TAIL = 20;
 
-function defaultDevices(size: number, env: NodeJS.ProcessEnv): string[] {
+function defaultDevices(size: number, env: NodeJS.ProcessEnv, mode: "visible" | "ordinal"): string[] {
   const visible = env.CUDA_VISIBLE_DEVICES?.split(",")
     .map((s) => s.trim())
     .filter(Boolean);
-  if (visible?.length) {
-    if (visible.length < size)
-      throw new LaunchError(
-        `${size} ranks need ${size} GPUs, but CUDA_VISIBLE_DEVICES lists ${visible.length} (${visible.join(",")})`,
-      );
-    return visible.slice(0, size);
-  }
+  if (visible?.length && visible.length < size)
+    throw new LaunchError(
+      `${size} ranks need ${size} GPUs, but CUDA_VISIBLE_DEVICES lists ${visible.length} (${visible.join(",")})`,
+    );
+  // Ordinals count the visible GPUs from 0; "visible" names them as the caller's list does.
+  if (visible?.length && mode === "visible") return visible.slice(0, size);
   return Array.from({ length: size }, (_, r) => String(r));
 }
 
@@ -70,7 +70,7 @@ function rankEnv(o: LaunchOptions, rank: number, devices: readonly string[]): No
     [RANK_ENV.size]: String(o.size),
     [RANK_ENV.launched]: "1",
   };
-  const mode = o.deviceMode ?? "visible";
+  const mode = o.deviceMode ?? "ordinal";
   if (mode === "visible") {
     env.CUDA_VISIBLE_DEVICES = devices[rank];
     env[RANK_ENV.device] = "0";
@@ -82,8 +82,9 @@ function rankEnv(o: LaunchOptions, rank: number, devices: readonly string[]): No
 export function launch(o: LaunchOptions): Promise<unknown[]> {
   if (!Number.isInteger(o.size) || o.size < 1) throw new LaunchError(`--gpus must be a positive integer`);
   const env = { ...process.env, ...o.env };
-  const devices = (o.deviceMode ?? "visible") === "none" ? [] : (o.devices ?? defaultDevices(o.size, env));
-  if ((o.deviceMode ?? "visible") !== "none" && devices.length < o.size)
+  const mode = o.deviceMode ?? "ordinal";
+  const devices = mode === "none" ? [] : (o.devices ?? defaultDevices(o.size, env, mode));
+  if (mode !== "none" && devices.length < o.size)
     throw new LaunchError(`${o.size} ranks need ${o.size} devices, ${devices.length} given`);
   const tsx = import.meta.resolve("tsx");
   const output =

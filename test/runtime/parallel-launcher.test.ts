@@ -104,7 +104,19 @@ describe("launcher", () => {
     let printed = "";
     process.stderr.write = process.stdout.write = ((s: string) => ((printed += s), true)) as typeof stdout;
     try {
-      expect(await mainAsync(["launch", "--gpus", "2", "--devices", "7,8", script, "ok"])).toBe(0);
+      expect(
+        await mainAsync([
+          "launch",
+          "--gpus",
+          "2",
+          "--device-mode",
+          "visible",
+          "--devices",
+          "7,8",
+          script,
+          "ok",
+        ]),
+      ).toBe(0);
       expect(printed).toMatch(/"cuda": "8"/);
       expect(printed).toContain("all 2 rank(s) finished");
       expect(await mainAsync(["launch", "-g", "2", script, "throw", "0"])).toBe(1);
@@ -118,8 +130,19 @@ describe("launcher", () => {
   });
 
   it("refuses more ranks than CUDA_VISIBLE_DEVICES lists", () => {
-    expect(() => launch({ script, size: 4, env: { CUDA_VISIBLE_DEVICES: "0,1" } })).toThrow(
-      /4 ranks need 4 GPUs, but CUDA_VISIBLE_DEVICES lists 2 \(0,1\)/,
-    );
+    for (const deviceMode of ["ordinal", "visible"] as const)
+      expect(() => launch({ script, size: 4, deviceMode, env: { CUDA_VISIBLE_DEVICES: "0,1" } })).toThrow(
+        /4 ranks need 4 GPUs, but CUDA_VISIBLE_DEVICES lists 2 \(0,1\)/,
+      );
+  });
+
+  it("by default every rank sees all GPUs and opens its own ordinal", async () => {
+    const results = (await run(["ok"], { deviceMode: undefined, env: { CUDA_VISIBLE_DEVICES: "3,5,6" } })
+      .result) as FakeResult[];
+    expect(results.map((r) => [r.cuda, r.env.device])).toEqual([
+      ["3,5,6", 0],
+      ["3,5,6", 1],
+      ["3,5,6", 2],
+    ]);
   });
 });
