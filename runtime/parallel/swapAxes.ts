@@ -64,6 +64,14 @@ __device__ __forceinline__ void copy_rows(const T* __restrict__ in, T* __restric
   }
 }
 
+// out[i] = in[i] for i < n (a plain device copy; pointers arrive offset).
+template <typename T>
+__device__ __forceinline__ void copy(const T* __restrict__ in, T* __restrict__ out, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+    out[i] = in[i];
+}
+
+${entry("copy", "long long n", "copy(in, out, n)")}
 ${entry("swap_axes", "long long outer, long long inner, long long unit", "swap_axes(in, out, outer, inner, unit)")}
 ${entry(
   "copy_rows",
@@ -85,10 +93,12 @@ function vectors(rowElems: number, dtype: DType): { width: Width; unit: number; 
 export class SwapAxesKernel {
   private readonly swap: Map<Width, CudaKernel>;
   private readonly copy: Map<Width, CudaKernel>;
+  private readonly plain: Map<Width, CudaKernel>;
 
   private constructor(private readonly module: CudaModule) {
     this.swap = new Map(WIDTHS.map((w) => [w, module.getKernel(`tilec_swap_axes_${w}`)]));
     this.copy = new Map(WIDTHS.map((w) => [w, module.getKernel(`tilec_copy_rows_${w}`)]));
+    this.plain = new Map(WIDTHS.map((w) => [w, module.getKernel(`tilec_copy_${w}`)]));
   }
 
   static async compile(cacheDir?: string): Promise<SwapAxesKernel> {
@@ -154,6 +164,33 @@ export class SwapAxesKernel {
         { i64: BigInt(s.count) },
         { i64: BigInt(unit) },
         { i64: BigInt(s.total * unit) },
+      ]);
+  }
+
+  /** `count` elements from `src` at element `srcOffset` to `dst` at `dstOffset` (a device-to-device copy). */
+  copyElements(
+    src: DeviceBuffer,
+    srcOffset: number,
+    dst: DeviceBuffer,
+    dstOffset: number,
+    count: number,
+    stream: Stream | null = null,
+  ): void {
+    if (src.dtype !== dst.dtype) throw new TypeError(`copy: ${src.dtype} into ${dst.dtype}`);
+    if (srcOffset + count > src.length || dstOffset + count > dst.length)
+      throw new RangeError(`copy of ${count} elements overruns a buffer`);
+    if (count === 0) return;
+    const bytes = DTYPE_BYTES[src.dtype];
+    const width = WIDTHS.find(
+      (w) => (count * bytes) % w === 0 && (srcOffset * bytes) % w === 0 && (dstOffset * bytes) % w === 0,
+    )!;
+    const n = (count * bytes) / width;
+    this.plain
+      .get(width)!
+      .launch({ grid: Math.min(Math.ceil(n / 256), MAX_BLOCKS), block: 256, stream }, [
+        { ptr: src.ptrAt(srcOffset) },
+        { ptr: dst.ptrAt(dstOffset) },
+        { i64: BigInt(n) },
       ]);
   }
 

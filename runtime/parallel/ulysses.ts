@@ -241,20 +241,20 @@ export class UlyssesAttention {
     out: DeviceBuffer,
     options: UlyssesRunOptions = {},
   ): void {
-    const dtype = this.local.ir.dtype;
-    const want = (b: DeviceBuffer, n: number, name: string) => {
-      if (b.dtype !== dtype)
-        throw new TypeError(`${name} is ${b.dtype}, but kernel '${this.kernel.name}' takes ${dtype}`);
-      if (b.length < n)
-        throw new RangeError(
-          `${name} holds ${b.length} elements; rank ${this.comm.rank} of ${this.comm.size} needs ${n} ` +
-            `([${this.batch}, ${this.tokens.count} of ${this.seq.total} tokens, heads, ${this.headDim}])`,
-        );
-    };
-    want(q, this.qLength, "q");
-    want(k, this.kvLength, "k");
-    want(v, this.kvLength, "v");
-    want(out, this.qLength, "out");
+    this.checkBuffer(out, this.qLength, "out");
+    this.toHeads(q, k, v, options);
+    this.attend(options);
+    this.toSequence(out, options);
+  }
+
+  // run() in its three steps, each ending where an exchange does, for a caller that interleaves
+  // ranks (tests simulating several ranks on one device).
+
+  /** Packs this rank's q, k, v and exchanges them into the head split. */
+  toHeads(q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, options: UlyssesRunOptions = {}): void {
+    this.checkBuffer(q, this.qLength, "q");
+    this.checkBuffer(k, this.kvLength, "k");
+    this.checkBuffer(v, this.kvLength, "v");
     const stream = options.stream ?? null;
     this.swap.run(q, this.ws.sendQ, this.q.pack, stream);
     this.swap.run(k, this.ws.sendK, this.kv.pack, stream);
@@ -267,9 +267,30 @@ export class UlyssesAttention {
       ],
       stream,
     );
+  }
+
+  /** The kernel over this rank's heads, then the output's exchange back to the sequence split. */
+  attend(options: UlyssesRunOptions = {}): void {
+    const stream = options.stream ?? null;
     this.local.run(this.ws.qHeads, this.ws.kHeads, this.ws.vHeads, this.ws.outHeads, { stream });
     this.comm.exchangeAll([{ plan: this.out.exchange, send: this.ws.outHeads, recv: this.ws.sendQ }], stream);
-    this.swap.run(this.ws.sendQ, out, this.out.unpack, stream);
+  }
+
+  /** Unpacks the received output into this rank's slice [batch, s_r, H, d]. */
+  toSequence(out: DeviceBuffer, options: UlyssesRunOptions = {}): void {
+    this.checkBuffer(out, this.qLength, "out");
+    this.swap.run(this.ws.sendQ, out, this.out.unpack, options.stream ?? null);
+  }
+
+  private checkBuffer(b: DeviceBuffer, n: number, name: string): void {
+    const dtype = this.local.ir.dtype;
+    if (b.dtype !== dtype)
+      throw new TypeError(`${name} is ${b.dtype}, but kernel '${this.kernel.name}' takes ${dtype}`);
+    if (b.length < n)
+      throw new RangeError(
+        `${name} holds ${b.length} elements; rank ${this.comm.rank} of ${this.comm.size} needs ${n} ` +
+          `([${this.batch}, ${this.tokens.count} of ${this.seq.total} tokens, heads, ${this.headDim}])`,
+      );
   }
 
   /** Releases what this instance created (kernel, and the workspace and packing kernel unless shared); idempotent. */

@@ -12,9 +12,10 @@ import { available as cudaAvailable, CudaDevice, DeviceBuffer } from "../../runt
 import { swapAxesHost } from "../../runtime/parallel/hostExchange.ts";
 import { launch } from "../../runtime/parallel/launcher.ts";
 import { available as ncclAvailable, type NcclComm } from "../../runtime/parallel/nccl.ts";
-import { gatherSequence, partitionSequence } from "../../runtime/parallel/partition.ts";
+import { gatherSequence, partitionSequence, sliceSequence } from "../../runtime/parallel/partition.ts";
 import { SwapAxesKernel } from "../../runtime/parallel/swapAxes.ts";
-import { selectKernel, specOf, UlyssesAttention } from "../../runtime/parallel/ulysses.ts";
+import { allGatherSequence, selectKernel, specOf, UlyssesAttention } from "../../runtime/parallel/ulysses.ts";
+import { SimulatedRanks } from "./parallel-fixtures/simulatedRanks.ts";
 import { initWorld, type World } from "../../runtime/parallel/world.ts";
 import { randomArray } from "../../runtime/reference.ts";
 import { cublasAvailable } from "../../runtime/cuda/cublas.ts";
@@ -224,6 +225,86 @@ describe.skipIf(skipReason !== undefined)(
       expect(r.relError).toBeLessThan(1e-2);
       expect(r.maskedRowsOk).toBe(true);
     }, 300_000);
+  },
+);
+
+// Heads 6 and kv heads 3 split over 3 simulated ranks (125 + 124 + 124 tokens).
+const SPEC_3 = SPEC.replace("heads 8  kv_heads 4", "heads 6  kv_heads 3");
+
+describe.skipIf(!cuda.ok)(
+  `sequence parallelism, N ranks simulated on one GPU (no NCCL)${cuda.ok ? "" : ` (skipped: no CUDA device: ${cuda.reason})`}`,
+  () => {
+    it.each([
+      [2, SPEC],
+      [4, SPEC],
+      [3, SPEC_3],
+    ])(
+      "%i ranks: every rank's gathered output equals the single-GPU kernel bit for bit",
+      async (n, text) => {
+        const dev = CudaDevice.open();
+        const kernel = selectKernel(text, "k");
+        const { batch, heads, kvHeads, headDim: d } = kernel.layout;
+        const swap = await SwapAxesKernel.compile();
+        const sim = new SimulatedRanks(n, swap);
+        const attns = await Promise.all(
+          sim.ranks.map((comm) => UlyssesAttention.compile(kernel, { comm, swap })),
+        );
+        const single = await compile(specOf(kernel), { target: "cuda" });
+        const bufs: DeviceBuffer[] = [];
+        const keep = <B extends DeviceBuffer>(b: B) => (bufs.push(b), b);
+        try {
+          const seq = attns[0]!.seq;
+          const host = [heads, kvHeads, kvHeads].map((h, i) =>
+            Float32Array.from(randomArray(batch * seq.total * h * d, 40 + i)),
+          );
+          const full = host.map((x) => keep(dev.fromHost(x, "bf16")));
+          const local = attns.map((_, r) =>
+            host.map((x, i) =>
+              keep(dev.fromHost(sliceSequence(x, batch, seq, [heads, kvHeads, kvHeads][i]! * d, r), "bf16")),
+            ),
+          );
+          // The slice kernel cuts the same rows out of the whole tensor on the device.
+          for (let r = 0; r < n; r++) {
+            const cut = keep(dev.allocElements("bf16", attns[r]!.qLength).poison());
+            swap.sliceRows(full[0]!, cut, {
+              batch,
+              total: seq.total,
+              ...attns[r]!.tokens,
+              rowElems: heads * d,
+            });
+            dev.synchronize();
+            expect(Buffer.from(cut.downloadBytes()).equals(Buffer.from(local[r]![0]!.downloadBytes()))).toBe(
+              true,
+            );
+          }
+          const outs = attns.map((a) => keep(dev.allocElements("bf16", a.qLength).poison()));
+          attns.forEach((a, r) => a.toHeads(local[r]![0]!, local[r]![1]!, local[r]![2]!));
+          sim.flush();
+          attns.forEach((a) => a.attend());
+          sim.flush();
+          attns.forEach((a, r) => a.toSequence(outs[r]!));
+          const gathered = attns.map(() =>
+            keep(dev.allocElements("bf16", batch * seq.total * heads * d).poison()),
+          );
+          attns.forEach((a, r) =>
+            allGatherSequence(sim.ranks[r]!, seq, batch, heads * d, outs[r]!, gathered[r]!),
+          );
+          sim.flush();
+          const want = keep(dev.allocElements("bf16", batch * seq.total * heads * d).poison());
+          single.run(full[0]!, full[1]!, full[2]!, want);
+          dev.synchronize();
+          const wantBytes = Buffer.from(want.downloadBytes());
+          expect((want.download() as Float32Array).some(Number.isNaN)).toBe(false);
+          for (const g of gathered) expect(Buffer.from(g.downloadBytes()).equals(wantBytes)).toBe(true);
+        } finally {
+          for (const b of bufs) b.free();
+          for (const a of attns) a.free();
+          single.free();
+          swap.free();
+        }
+      },
+      120_000,
+    );
   },
 );
 
