@@ -1,17 +1,23 @@
 // The WebGPU DiT (runtime/dit/webgpu.ts) through Dawn's Vulkan backend at a reduced Open-Sora-Plan
 // shape: OSP v1.2's block (hidden 2304, 24 heads × 96, MLP 9216) with few layers on a small latent
 // (default 8 × 32 × 64 → 4,096 tokens, 128 text tokens), random weights, f32 throughout.
-//   1. The WGSL matmul at the DiT's linear shapes, per tiling: median GPU time (timestamp queries) and
+//   1. The WGSL matmul at the DiT's linear shapes, per tiling that fits (the forward uses the default): median GPU time (timestamp queries) and
 //      TFLOP/s, after a gate of sampled outputs against float64.
 //   2. A forward per step, dense vs Attention Tile 2:6 in every layer: median GPU time of the forward's
 //      compute pass, the standalone attention time per layer, and the speedup predicted from
 //      attention's share (T_dense / (T_dense − A_dense + A_sparse)) next to the measured one.
 //
 //   npx tsx bench/dit-webgpu-bench.ts OUT.json [--layers 2] [--reps 10] [--warmup 2] [--unsafe] [--tiny]
+//                                              [--gemm-only]
 // On the H100: VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json. --tiny: a 2-layer
 // 8-head DiT on a 4 × 8 × 16 latent on SwiftShader (checks that the benchmark works, measures nothing).
 import { writeFileSync } from "node:fs";
-import { chooseMatmulTiling, type MatmulTiling } from "../backends/wgsl/matmul.ts";
+import {
+  chooseMatmulTiling,
+  matmulKey,
+  matmulTilingProblems,
+  type MatmulTiling,
+} from "../backends/wgsl/matmul.ts";
 import { compileSpec } from "../compiler/pipeline.ts";
 import { renderDiagnostics } from "../grammar/index.ts";
 import { OSP_V12, tokenGrid, type DitConfig } from "../runtime/dit/config.ts";
@@ -99,10 +105,14 @@ function median(xs: number[]): number {
 // ---- 1. The matmul at the DiT's linear shapes ----
 const M = grid.tokens;
 const C = config.hidden;
+// The default tiling (the best the limits allow) and the other candidates that fit.
+const defaultKey = matmulKey({ storage: "f32", transB: true }, chooseMatmulTiling(dev.caps.limits));
 const tilings: MatmulTiling[] = [
-  chooseMatmulTiling(dev.caps.limits),
+  { tx: 16, ty: 16, rm: 8, rn: 8, bk: 16 },
+  { tx: 16, ty: 16, rm: 8, rn: 8, bk: 8 },
+  { tx: 16, ty: 16, rm: 4, rn: 4, bk: 16 },
   { tx: 16, ty: 16, rm: 4, rn: 4, bk: 8 },
-];
+].filter((t) => !matmulTilingProblems(t, dev.caps.limits).length);
 const gemmRows: Record<string, unknown>[] = [];
 for (const [n, k, what] of [
   [C, C, "q/k/v/out projections"],
@@ -142,10 +152,29 @@ for (const [n, k, what] of [
     console.log(
       `matmul ${M}×${n}×${k} (${what}) ${mm.source.key}: ${ms.toFixed(3)} ms, ${tflops.toFixed(2)} TFLOP/s`,
     );
-    gemmRows.push({ m: M, n, k, what, kernel: mm.source.key, ms, tflops, relError });
+    gemmRows.push({
+      m: M,
+      n,
+      k,
+      what,
+      kernel: mm.source.key,
+      default: mm.source.key === defaultKey,
+      ms,
+      tflops,
+      relError,
+    });
     d.destroy();
   }
   for (const t of [ta, tb, tc]) t.buffer.destroy();
+}
+
+if (args.includes("--gemm-only")) {
+  writeFileSync(
+    out,
+    JSON.stringify({ device, date: new Date().toISOString().slice(0, 10), gemm: gemmRows }, null, 2),
+  );
+  console.log(`wrote ${out}`);
+  process.exit(0);
 }
 
 // ---- 2. The forward, dense vs sparse ----

@@ -11,6 +11,7 @@
 //   await dit.encodeText(textEmbeddings, validTokens);   // caption projection + every block's K/V
 //   await dit.forward(latent, timesteps, out, { step, steps });
 import { kernelFor, type CheckedSpec, type ModelSpec } from "../../compiler/check.ts";
+import type { MatmulTiling } from "../../backends/wgsl/matmul.ts";
 import { randomArray } from "../reference.ts";
 import { compileWgsl, type WgslAttention } from "../webgpu/attention.ts";
 import type { GpuTensor, WebGpuDevice } from "../webgpu/device.ts";
@@ -40,6 +41,8 @@ export interface WebGpuDitOptions {
   readonly kernel?: string;
   readonly latent: { readonly frames: number; readonly height: number; readonly width: number };
   readonly textTokens: number;
+  /** The matmul's tiling (default: the best the adapter's limits allow). */
+  readonly matmulTiling?: MatmulTiling;
 }
 
 export interface WebGpuForwardOptions {
@@ -137,7 +140,7 @@ export class WebGpuDit {
       names.map((kernel) => compileWgsl(spec, { device: dev, kernel, storage: "f32" })),
     );
     const [nt, nn] = await Promise.all(
-      [true, false].map((transB) => WgslMatmul.create(dev, { storage: "f32", transB })),
+      [true, false].map((transB) => WgslMatmul.create(dev, { storage: "f32", transB }, options.matmulTiling)),
     );
     const kernels = Object.fromEntries(
       await Promise.all(
