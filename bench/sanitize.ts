@@ -1,6 +1,7 @@
 // A representative set of generated kernels for `compute-sanitizer --tool memcheck` (and racecheck):
 // ragged sequence ends, partial and empty blocks, fully masked rows, GQA, both tensor layouts, the
-// mma (bf16/fp16) and SIMT (fp32) templates. Exits non-zero if any result is wrong.
+// mma (bf16/fp16) and SIMT (fp32) templates, and on an sm_90 device the wgmma template (the default
+// there) as well as the mma one (asked for with arch sm_80). Exits non-zero if any result is wrong.
 //   compute-sanitizer --tool memcheck --error-exitcode 1 node node_modules/tsx/dist/cli.mjs bench/sanitize.ts
 import { compileSpec } from "../compiler/pipeline.ts";
 import { compile } from "../runtime/attention.ts";
@@ -13,19 +14,23 @@ const cases = [
   ["fp32", 64, "temporal_band(1) or q.text", "64 x 32", "bshd"],
 ] as const;
 let bad = 0;
-for (const [dtype, d, mask, block, layout] of cases) {
-  const src = `layout L { video 3 x 7 x 11 text 17 after batch 2 heads 4 kv_heads 2 head_dim ${d} dtype ${dtype} }
+for (const arch of [undefined, "sm_80"] as const)
+  for (const [dtype, d, mask, block, layout] of cases) {
+    const src = `layout L { video 3 x 7 x 11 text 17 after batch 2 heads 4 kv_heads 2 head_dim ${d} dtype ${dtype} }
 kernel k { layout L mask ${mask} block ${block} }`;
-  const spec = compileSpec(src, "sanitize.tile").spec!;
-  const k = spec.kernels.get("k")!;
-  const attn = await compile(spec, { target: "cuda", kernel: "k" });
-  const r = checkKernel(attn, k, { seed: 3, layout });
-  const ok =
-    r.unwritten === 0 && r.nonFinite === 0 && r.maskedRowsOk && r.relError < (dtype === "fp32" ? 1e-4 : 1e-2);
-  if (!ok) bad++;
-  console.log(
-    `${ok ? "ok  " : "FAIL"} ${dtype} d=${d} ${block} ${layout} ${mask}: rel err ${r.relError.toExponential(2)}`,
-  );
-  attn.free();
-}
+    const spec = compileSpec(src, "sanitize.tile").spec!;
+    const k = spec.kernels.get("k")!;
+    const attn = await compile(spec, { target: "cuda", kernel: "k", arch });
+    const r = checkKernel(attn, k, { seed: 3, layout });
+    const ok =
+      r.unwritten === 0 &&
+      r.nonFinite === 0 &&
+      r.maskedRowsOk &&
+      r.relError < (dtype === "fp32" ? 1e-4 : 1e-2);
+    if (!ok) bad++;
+    console.log(
+      `${ok ? "ok  " : "FAIL"} ${attn.compiled.template} ${dtype} d=${d} ${block} ${layout} ${mask}: rel err ${r.relError.toExponential(2)}`,
+    );
+    attn.free();
+  }
 process.exitCode = bad ? 1 : 0;

@@ -107,7 +107,7 @@ export function defaultConfig(
 /**
  * On sm_90 (H100) the CUDA backend's wgmma template (backends/cuda/templates/flash_fwd_sm90.cuh):
  * a producer warpgroup plus one 64-row consumer warpgroup per 64 query rows, 128-key tiles (the
- * wgmma N of S = Q K^T), 3 K/V stages (its software pipeline holds a slot one tile longer). Shapes it does not cover (fp32, head dims other than
+ * wgmma N of S = Q K^T), 3–4 K/V stages (its software pipeline holds a slot one tile longer). Shapes it does not cover (fp32, head dims other than
  * 64/96/128, query blocks other than 64/128 rows) keep the sm_80 configuration.
  */
 export function hopperConfig(
@@ -120,7 +120,9 @@ export function hopperConfig(
   if (![64, 96, 128].includes(target.headDim ?? 0) || (blockQ !== 64 && blockQ !== 128)) return undefined;
   const kvTile = blockKv % 128 === 0 ? 128 : blockKv % 64 === 0 ? 64 : undefined;
   if (!kvTile) return undefined;
-  return { warps: 4 * (blockQ / 64 + 1), stages: 3, kvTile };
+  // 4 stages where they fit in sm_90's 227 KB (head dim <= 96 at 128 x 128), else 3.
+  const stages = (target.headDim ?? 0) <= 96 || kvTile < 128 ? 4 : 3;
+  return { warps: 4 * (blockQ / 64 + 1), stages, kvTile };
 }
 
 export function cIdentifier(s: string): string {

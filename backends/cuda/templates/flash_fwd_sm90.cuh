@@ -38,6 +38,8 @@
 
 #define TILEC_WGMMA_SS_(n) tilec_wgmma_ss_n##n
 #define TILEC_WGMMA_SS(n) TILEC_WGMMA_SS_(n)
+#define TILEC_WGMMA_RSK_(n) tilec_wgmma_rsk_n##n
+#define TILEC_WGMMA_RSK(n) TILEC_WGMMA_RSK_(n)
 #define TILEC_WGMMA_RS_(n) tilec_wgmma_rs_n##n
 #define TILEC_WGMMA_RS(n) TILEC_WGMMA_RS_(n)
 
@@ -49,7 +51,9 @@ constexpr int BKV = TILEC_BLOCK_KV;
 constexpr int STAGES = TILEC_STAGES;
 constexpr int NCWG = BQ / 64;            // consumer warpgroups
 constexpr int NTHR = (NCWG + 1) * 128;   // + the producer warpgroup
-constexpr int SW = (D % 64 == 0) ? 128 : 64;  // swizzle width, bytes per row of a column block
+// Swizzle width, bytes per row of a column block. (Padding head dim 96 to 128-byte atoms measured
+// the same on H100: 525 vs 520 TFLOP/s dense, 485 vs 497 on tile_2_6.)
+constexpr int SW = (D % 64 == 0) ? 128 : 64;
 constexpr int SWMODE = SW == 128 ? 1 : 2;     // descriptor encoding
 constexpr int CPA = SW / 16;             // 16-byte chunks per swizzle row
 constexpr int CPR = D / 8;               // 16-byte chunks per head-dim row
@@ -66,13 +70,23 @@ static_assert(STAGES >= 2, "need at least double buffering");
 
 // Producer and consumer register budgets after setmaxnreg (multiples of 8; total <= 64K).
 constexpr int PRODUCER_REGS = 24;
-constexpr int CONSUMER_REGS = NCWG == 1 ? 240 : 240;
+constexpr int CONSUMER_REGS = NCWG == 1 ? 256 : 240;
 static_assert(PRODUCER_REGS * 128 + CONSUMER_REGS * 128 * NCWG <= 65536, "register file");
 
 #ifdef TILEC_PINGPONG
 constexpr bool PINGPONG = TILEC_PINGPONG && NCWG == 2;
 #else
 constexpr bool PINGPONG = NCWG == 2;
+#endif
+
+// Q as the register A operand of S = Q K^T (loaded once with ldmatrix, 4·D/16 registers) instead
+// of a shared-memory descriptor, so the S products read only K from shared memory. Off by default:
+// on H100 it measured within noise (osp29 d96: +1.7% dense, -2% tile_2_6) and its 24 registers
+// make the STA example's mask spill.
+#ifdef TILEC_Q_REGS
+constexpr bool Q_REGS = TILEC_Q_REGS;
+#else
+constexpr bool Q_REGS = false;
 #endif
 
 #ifdef TILEC_RESCALE_TH
@@ -124,13 +138,16 @@ struct alignas(16) U4 {
 
 // S = Q K^T over D/16 k-steps: Q and K are K-major; step kk moves 32 bytes inside a column block
 // and one whole block (ROWS x SW bytes) every KSA steps.
-__device__ __forceinline__ void issue_s(float (&s)[BKV / 2], u64 dQ, u32 sK) {
+__device__ __forceinline__ void issue_s(float (&s)[BKV / 2], u64 dQ, const u32 (&qf)[D / 16][4], u32 sK) {
   const u64 dK = tilec_gmma_desc(sK, 16, 8 * SW, SWMODE);
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
     const u32 qoff = (u32)(((kk / KSA) * BQ * SW + (kk % KSA) * 32) >> 4);
     const u32 koff = (u32)(((kk / KSA) * BKV * SW + (kk % KSA) * 32) >> 4);
-    TILEC_WGMMA_SS(TILEC_BLOCK_KV)(s, dQ + qoff, dK + koff, kk > 0);
+    if constexpr (Q_REGS)
+      TILEC_WGMMA_RSK(TILEC_BLOCK_KV)(s, qf[kk], dK + koff, kk > 0);
+    else
+      TILEC_WGMMA_SS(TILEC_BLOCK_KV)(s, dQ + qoff, dK + koff, kk > 0);
   }
 }
 
@@ -313,6 +330,13 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
   // Q (A, K-major): this warpgroup's 64 rows.
   const u64 dQ = tilec_gmma_desc(sQ + wg * 64 * SW, 16, 8 * SW, SWMODE);
   tilec_mbar_wait(barQ, 0);
+  u32 qf[D / 16][4];  // used only when Q_REGS: ldmatrix x4 gives the A fragment of a 16-dim step
+  if constexpr (Q_REGS) {
+    const int qrow = wg * 64 + warp * 16 + (lane & 15);
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      tilec_ldsm_x4(qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], sQ + chunk_off<BQ>(qrow, 2 * kk + (lane >> 4)));
+  }
 
   // Software pipeline over the tile sequence (full list, then partial list): iteration j issues
   // S_j = Q K_j^T and O += P_{j-1} V_{j-1} back to back, then runs the mask and softmax of S_j
@@ -374,7 +398,7 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
     tilec_fence_proxy_async();
     turn_begin();
     tilec_wgmma_fence();
-    issue_s(s, dQ, sKV);
+    issue_s(s, dQ, qf, sKV);
     tilec_wgmma_commit();
     turn_end(false);
     scores_to_p(0, kb, false, keep);
@@ -390,7 +414,7 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
     tilec_reg_fence(o);
     turn_begin();
     tilec_wgmma_fence();
-    issue_s(s, dQ, sKV + slot * STAGE_BYTES);
+    issue_s(s, dQ, qf, sKV + slot * STAGE_BYTES);
     tilec_wgmma_commit();
     issue_pv(o, pa, sKV + prev * STAGE_BYTES + TILE_KV_BYTES);
     tilec_wgmma_commit();
