@@ -165,28 +165,83 @@ export interface DitInputs {
 /** Which query/key pairs layer `layer` attends (null: all). */
 export type LayerMask = (layer: number) => ((q: number, k: number) => boolean) | null;
 
+/** Tokens [start, start + count) of the patchified sequence (of every sample): one rank's slice. */
+export interface TokenSlice {
+  readonly start: number;
+  readonly count: number;
+}
+
+/** A slice's inputs: its patch rows instead of the latent. */
+export interface DitSliceInputs extends Omit<DitInputs, "latent"> {
+  /** [batch, count, inChannels·p·p] patch rows of the slice's tokens, channel-first (patchify's order). */
+  readonly patches: Float64Array;
+}
+
+/**
+ * A self-attention the forward over a slice needs: q, k, v of the slice's tokens
+ * [batch, count, heads, headDim] (RoPE applied at the tokens' global positions). The caller answers
+ * with the attention output of the same tokens over the whole sequence (generator.next(out)).
+ */
+export interface CpuAttentionCall {
+  readonly layer: number;
+  readonly q: Float64Array;
+  readonly k: Float64Array;
+  readonly v: Float64Array;
+  /** Which global (query, key) token pairs attend. */
+  readonly allowed: (q: number, k: number) => boolean;
+}
+
 /** Output [batch, outChannels, frames, height, width]: the model's prediction (OSP: velocity / noise). */
 export function forwardCpu(c: DitConfig, w: WeightSource, inp: DitInputs, mask: LayerMask): Float64Array {
   const { batch: B, frames, height, width } = inp.dims;
+  const N = tokenGrid(c, { frames, height, width }).tokens;
+  const patches = patchify(inp.latent, { ...inp.dims, channels: c.inChannels }, c.patchSize, "channel-first");
+  const shape = { batch: B, seqLen: N, heads: c.numHeads, kvHeads: c.numHeads, headDim: c.headDim };
+  const slice = forwardCpuSlice(c, w, { ...inp, patches }, mask, { start: 0, count: N });
+  let r = slice.next();
+  while (!r.done)
+    r = slice.next(referenceAttention(r.value.q, r.value.k, r.value.v, shape, r.value.allowed).out);
+  return unpatchify(r.value, { ...inp.dims, channels: c.outChannels }, c.patchSize, "channel-first");
+}
+
+/**
+ * The forward over one slice of the tokens, as sequence parallelism runs it on a rank: every
+ * per-token layer on the slice's rows only, self-attention handed to the caller (it needs every
+ * rank's keys). Returns the slice's output rows [batch, count, outChannels·p·p] in patchify's
+ * channel-first order (unpatchify(…, "channel-first") of all slices' rows is the latent output).
+ */
+export function* forwardCpuSlice(
+  c: DitConfig,
+  w: WeightSource,
+  inp: DitSliceInputs,
+  mask: LayerMask,
+  slice: TokenSlice,
+): Generator<CpuAttentionCall, Float64Array, Float64Array> {
+  const { batch: B, frames, height, width } = inp.dims;
   const grid: Grid = tokenGrid(c, { frames, height, width });
-  const N = grid.frames * grid.height * grid.width;
+  const total = grid.frames * grid.height * grid.width;
+  const { start, count: N } = slice;
+  if (!Number.isInteger(start) || !Number.isInteger(N) || start < 0 || N < 0 || start + N > total)
+    throw new RangeError(`token slice [${start}, ${start + N}) outside the ${total} tokens`);
   const M = B * N;
   const C = c.hidden;
   const p = c.patchSize;
+  if (inp.patches.length !== M * c.inChannels * p * p)
+    throw new RangeError(
+      `patches hold ${inp.patches.length} values, expected ${B}×${N}×${c.inChannels * p * p}`,
+    );
   const L = inp.textTokens;
   const valid = inp.textValid ?? Array.from({ length: B }, () => L);
   const opt = (name: string) => (c.attentionBias ? w.read(name) : undefined);
 
-  const patches = patchify(inp.latent, { ...inp.dims, channels: c.inChannels }, p, "channel-first");
   let x = linear(
-    patches,
+    inp.patches,
     M,
     c.inChannels * p * p,
     w.read("pos_embed.proj.weight"),
     w.read("pos_embed.proj.bias"),
     C,
   );
-
   const tf = new Float64Array(B * c.timestepChannels);
   inp.timesteps.forEach((t, b) => tf.set(timestepFeatures(t, c.timestepChannels), b * c.timestepChannels));
   const te = "adaln_single.emb.timestep_embedder";
@@ -221,7 +276,6 @@ export function forwardCpu(c: DitConfig, w: WeightSource, inp: DitInputs, mask: 
   const H = c.numHeads;
   const D = c.headDim;
   const rope = { headDim: D, base: c.ropeBase, scales: [c.ropeScaleT, c.ropeScaleH, c.ropeScaleW] as const };
-  const shape = { batch: B, seqLen: N, heads: H, kvHeads: H, headDim: D };
   for (let layer = 0; layer < c.numLayers; layer++) {
     const pre = `transformer_blocks.${layer}`;
     const table = w.read(`${pre}.scale_shift_table`);
@@ -238,14 +292,15 @@ export function forwardCpu(c: DitConfig, w: WeightSource, inp: DitInputs, mask: 
     const k = linear(xn, M, C, w.read(`${pre}.attn1.to_k.weight`), opt(`${pre}.attn1.to_k.bias`), C);
     const v = linear(xn, M, C, w.read(`${pre}.attn1.to_v.weight`), opt(`${pre}.attn1.to_v.bias`), C);
     for (let r = 0; r < M; r++) {
-      const pos = tokenPosition(grid, r % N);
+      const pos = tokenPosition(grid, start + (r % N));
       for (let h = 0; h < H; h++) {
         applyRope(q, r * C + h * D, pos, rope);
         applyRope(k, r * C + h * D, pos, rope);
       }
     }
     const allowed = mask(layer) ?? (() => true);
-    const o = referenceAttention(q, k, v, shape, allowed).out;
+    const o = yield { layer, q, k, v, allowed };
+    if (o.length !== M * C) throw new RangeError(`attention output of ${o.length} values, expected ${M * C}`);
     gated(
       linear(o, M, C, w.read(`${pre}.attn1.to_out.0.weight`), w.read(`${pre}.attn1.to_out.0.bias`), C),
       mod(2),
@@ -292,6 +347,11 @@ export function forwardCpu(c: DitConfig, w: WeightSource, inp: DitInputs, mask: 
   );
   const outWidth = p * p * c.outChannels;
   const proj = linear(xf, M, C, w.read("proj_out.weight"), w.read("proj_out.bias"), outWidth);
-  x = proj;
-  return unpatchify(x, { ...inp.dims, channels: c.outChannels }, p, "channel-last");
+  // proj_out's (i, j, c) order → patchify's (c, i, j): a permutation within each row.
+  const out = new Float64Array(M * outWidth);
+  for (let r = 0; r < M; r++)
+    for (let ch = 0; ch < c.outChannels; ch++)
+      for (let ij = 0; ij < p * p; ij++)
+        out[r * outWidth + ch * p * p + ij] = proj[r * outWidth + ij * c.outChannels + ch]!;
+  return out;
 }
