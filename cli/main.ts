@@ -144,7 +144,13 @@ function emitCommand(file: string, opts: EmitOptions): number {
       continue;
     }
     const limits = DEFAULT_LIMITS;
-    const chosen = buildIR(p, file, opts.target, { ...opts, wgslLimits: limits, useTuned: opts.tuned });
+    const chosen = buildIR(p, file, opts.target, {
+      ...opts,
+      wgslLimits: limits,
+      useTuned: opts.tuned,
+      // --arch sm_90 lowers to the wgmma template's default configuration, as compile() does on an H100.
+      defaultArch: opts.target === "cuda" ? opts.arch : undefined,
+    });
     if (chosen.note) process.stdout.write(`${chosen.note}\n`);
     const ir = chosen.ir;
     if (opts.target === "wgsl") {

@@ -106,4 +106,27 @@ describe("tilec emit targets", () => {
       expect(JSON.parse(readFileSync(join(dir, "causal.manifest.json"), "utf8")).entry).toMatch(/causal/);
     }
   });
+
+  it("--arch sm_90 emits the wgmma template, --arch sm_80 the mma.sync one", () => {
+    const templates: Record<string, string> = {};
+    for (const arch of ["sm_80", "sm_90"]) {
+      const dir = mkdtempSync(join(tmpdir(), "tilec-"));
+      const args = [
+        "emit",
+        "examples/causal/causal_frames.tile",
+        "--target",
+        "cuda",
+        "--arch",
+        arch,
+        "-k",
+        "causal",
+        "-o",
+        dir,
+      ];
+      expect(run(args).code).toBe(0);
+      templates[arch] = readFileSync(join(dir, "causal.cu"), "utf8");
+    }
+    expect(templates.sm_90).toMatch(/wgmma/);
+    expect(templates.sm_80).not.toMatch(/wgmma/);
+  });
 });
