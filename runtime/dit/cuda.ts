@@ -14,6 +14,7 @@ import { gemm } from "../cuda/cublas.ts";
 import { CudaDevice, CudaEvent, type DeviceBuffer, type Stream } from "../cuda/device.ts";
 import { tokenGrid, type DitConfig } from "./config.ts";
 import { Act, DitKernels } from "./kernels.ts";
+import type { TokenSlice } from "./cpu.ts";
 import { timestepFeatures } from "./math.ts";
 import { validateWeights, weightSpecs, type WeightSource } from "./weights.ts";
 import {
@@ -57,6 +58,14 @@ export interface CudaDitOptions {
   readonly attention?: SelfAttention;
   /** More kernels of the spec to compile, so `useModel` can switch to models that use them. */
   readonly extraKernels?: readonly string[];
+  /**
+   * Run on tokens [start, start + count) of the patchified sequence only (a sequence-parallel rank,
+   * runtime/parallel/dit.ts): every per-token layer on count tokens, RoPE at the global positions,
+   * self-attention through `attention` (which must see every rank's tokens). forward() then takes
+   * and returns token rows fp32 [batch, count, channels·p·p] in patchify's (c, i, j) order
+   * (DitKernels.latentRows converts) instead of whole latents.
+   */
+  readonly tokens?: TokenSlice;
 }
 
 export interface ForwardOptions {
@@ -69,7 +78,10 @@ export interface ForwardOptions {
 
 export class CudaDit {
   readonly batch: number;
+  /** Tokens of the whole patchified sequence (per sample). */
   readonly tokens: number;
+  /** The tokens this instance runs on (all of them unless options.tokens). */
+  readonly slice: TokenSlice;
   readonly grid: { frames: number; height: number; width: number };
   private weights: DeviceWeights;
   private acts: Activations;
@@ -91,8 +103,9 @@ export class CudaDit {
     const g = tokenGrid(config, options.latent);
     this.grid = { frames: g.frames, height: g.height, width: g.width };
     this.tokens = g.tokens;
+    this.slice = options.tokens ?? { start: 0, count: g.tokens };
     this.weights = allocWeights(config);
-    this.acts = allocActivations(config, batch, g.tokens, options.textTokens, options.latent);
+    this.acts = allocActivations(config, batch, this.slice.count, options.textTokens);
     this.attention = options.attention ?? runSelfAttention;
   }
 
@@ -112,6 +125,11 @@ export class CudaDit {
       ]),
     ];
     const g = tokenGrid(config, options.latent);
+    const t = options.tokens;
+    if (t && !(Number.isInteger(t.start) && Number.isInteger(t.count) && t.start >= 0 && t.count >= 1))
+      throw new RangeError(`tokens {start: ${t.start}, count: ${t.count}} must be integers, count ≥ 1`);
+    if (t && t.start + t.count > g.tokens)
+      throw new RangeError(`tokens [${t.start}, ${t.start + t.count}) reach past the ${g.tokens} tokens`);
     let batch = 0;
     for (const name of names) {
       const k = spec.kernels.get(name);
@@ -227,6 +245,7 @@ export class CudaDit {
   /**
    * One model evaluation: latent fp32 [batch, inChannels, frames, height, width] at `timesteps` (per
    * sample, the model's units: OSP 0…1000) → out fp32 [batch, outChannels, frames, height, width].
+   * With options.tokens, both are the slice's token rows ([batch, count, channels·p·p]).
    */
   forward(
     latent: DeviceBuffer,
@@ -234,20 +253,51 @@ export class CudaDit {
     out: DeviceBuffer,
     o: ForwardOptions = {},
   ): { attentionMs?: number } {
+    const steps = this.forwardSteps(latent, timesteps, out, o);
+    let r = steps.next();
+    while (!r.done) {
+      this.attention(r.value);
+      r = steps.next();
+    }
+    return r.value;
+  }
+
+  /** Elements of forward()'s input (`channels` = inChannels) or output (outChannels). */
+  latentLength(channels: number): number {
+    const { frames, height, width } = this.options.latent;
+    return this.options.tokens
+      ? this.batch * this.slice.count * channels * this.config.patchSize ** 2
+      : this.batch * channels * frames * height * width;
+  }
+
+  /**
+   * forward() with each self-attention handed to the caller: every yielded call must have run (on the
+   * stream) before the generator is resumed. Lets a caller interleave several instances, e.g. the
+   * ranks of a sequence-parallel run simulated on one GPU.
+   */
+  *forwardSteps(
+    latent: DeviceBuffer,
+    timesteps: readonly number[],
+    out: DeviceBuffer,
+    o: ForwardOptions = {},
+  ): Generator<SelfAttentionCall, { attentionMs?: number }, void> {
     const c = this.config;
     if (!this.textValid) throw new Error("call encodeText() before forward()");
     if (timesteps.length !== this.batch)
       throw new RangeError(`${timesteps.length} timesteps for a batch of ${this.batch}`);
     const { frames: T, height: H, width: W } = this.options.latent;
     const B = this.batch;
-    const N = this.tokens;
+    const { start, count: N } = this.slice;
     const M = B * N;
     const C = c.hidden;
     const p = c.patchSize;
-    if (latent.dtype !== "fp32" || latent.length !== B * c.inChannels * T * H * W)
-      throw new RangeError(`latent must be fp32 [${B}, ${c.inChannels}, ${T}, ${H}, ${W}]`);
-    if (out.dtype !== "fp32" || out.length !== B * c.outChannels * T * H * W)
-      throw new RangeError(`out must be fp32 [${B}, ${c.outChannels}, ${T}, ${H}, ${W}]`);
+    const sliced = this.options.tokens !== undefined;
+    const shape = (ch: number) =>
+      sliced ? `[${B}, ${N}, ${ch * p * p}]` : `[${B}, ${ch}, ${T}, ${H}, ${W}]`;
+    if (latent.dtype !== "fp32" || latent.length !== this.latentLength(c.inChannels))
+      throw new RangeError(`latent must be fp32 ${shape(c.inChannels)}`);
+    if (out.dtype !== "fp32" || out.length !== this.latentLength(c.outChannels))
+      throw new RangeError(`out must be fp32 ${shape(c.outChannels)}`);
     const { acts: a, weights: w, kernels: k } = this;
     const stream = k.stream;
 
@@ -265,7 +315,9 @@ export class CudaDit {
 
     // Patch embedding into the fp32 residual stream.
     const dims = { B, T, H, W, p };
-    k.patchify(latent, a.patches, { ...dims, C: c.inChannels });
+    // A slice's token rows are patchify's rows already.
+    if (sliced) k.castBf16(latent, a.patches, M * c.inChannels * p * p);
+    else k.patchify(latent, a.patches, { ...dims, C: c.inChannels });
     linear(a.patches, M, c.inChannels * p * p, w.patch, C, a.x);
     k.biasActF32(a.x, w.patchBias, a.x, null, M, C, Act.None);
 
@@ -277,7 +329,7 @@ export class CudaDit {
     const D = c.headDim;
     const heads = c.numHeads;
     const L = this.options.textTokens;
-    w.blocks.forEach((blk, layer) => {
+    for (const [layer, blk] of w.blocks.entries()) {
       // Self-attention.
       k.normModulate(a.x, a.xn, blk.table, a.t6, { ...mod, shiftIdx: 0, scaleIdx: 1 });
       linear(a.xn, M, C, blk.q, C, a.q);
@@ -285,6 +337,8 @@ export class CudaDit {
       linear(a.xn, M, C, blk.v, C, a.v);
       k.qkvBiasRope(a.q, a.k, a.v, blk.qkvBias, {
         M,
+        tokens: N,
+        start,
         heads,
         D,
         T: this.grid.frames,
@@ -295,7 +349,7 @@ export class CudaDit {
       });
       const kernelName = this.model ? kernelFor(this.model, layer, step) : this.kernelName(layer);
       events[layer]?.[0].record(stream);
-      this.attention({
+      yield {
         layer,
         step,
         kernelName,
@@ -305,7 +359,7 @@ export class CudaDit {
         v: a.v,
         out: a.o,
         stream,
-      });
+      };
       events[layer]?.[1].record(stream);
       linear(a.o, M, C, blk.out, C, a.y);
       k.gateResidual(a.x, a.y, blk.outBias, blk.table, a.t6, {
@@ -366,7 +420,7 @@ export class CudaDit {
         tembStride: 6 * C,
         gateIdx: 5,
       });
-    });
+    }
 
     // Final layer: norm_out modulated by scale_shift_table + embedded_timestep, proj_out, unpatchify.
     k.normModulate(a.x, a.xn, w.finalTable, a.embedded, {
@@ -377,7 +431,8 @@ export class CudaDit {
       scaleIdx: 1,
     });
     linear(a.xn, M, C, w.proj, p * p * c.outChannels, a.projOut);
-    k.unpatchify(a.projOut, w.projBias, out, { ...dims, C: c.outChannels });
+    if (sliced) k.projToRows(a.projOut, w.projBias, out, M, c.outChannels, p);
+    else k.unpatchify(a.projOut, w.projBias, out, { ...dims, C: c.outChannels });
 
     if (!events.length) return {};
     events[events.length - 1]![1].synchronize();
@@ -392,8 +447,7 @@ export class CudaDit {
 
   /** Host convenience (tests): latent in, prediction out, both float32 host arrays. */
   forwardHost(latent: Float32Array, timesteps: readonly number[], o: ForwardOptions = {}): Float32Array {
-    const { frames, height, width } = this.options.latent;
-    const n = this.batch * this.config.outChannels * frames * height * width;
+    const n = this.latentLength(this.config.outChannels);
     const device = CudaDevice.open();
     const inBuf = device.fromHost(latent, "fp32");
     const outBuf = device.allocElements("fp32", n).poison();

@@ -183,7 +183,6 @@ export function allocActivations(
   batch: number,
   tokens: number,
   textTokens: number,
-  latent: { frames: number; height: number; width: number },
 ): Activations {
   const C = c.hidden;
   const M = batch * tokens;
@@ -200,7 +199,7 @@ export function allocActivations(
     ffh: bf16(M * c.ffInnerDim),
     scores: fp32(c.numHeads * tokens * textTokens),
     probs: bf16(c.numHeads * tokens * textTokens),
-    patches: bf16(batch * c.inChannels * latent.frames * latent.height * latent.width),
+    patches: bf16(M * c.inChannels * p * p),
     projOut: fp32(M * p * p * c.outChannels),
     tfeat: bf16(batch * c.timestepChannels),
     condF: fp32(batch * C),

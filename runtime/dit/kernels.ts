@@ -40,6 +40,9 @@ export class DitKernels {
     const names = [
       "dit_patchify",
       "dit_unpatchify",
+      "dit_latent_to_rows",
+      "dit_rows_to_latent",
+      "dit_proj_to_rows",
       "dit_norm_modulate",
       "dit_gate_residual",
       "dit_bias_act_bf16",
@@ -106,6 +109,42 @@ export class DitKernels {
       i32(d.W),
       i32(d.p),
     ]);
+  }
+
+  /**
+   * Tokens [start, start + count) of a latent fp32 [B, C, T, H, W] as token rows fp32
+   * [B, count, C·p·p] ((c, i, j) order), or back (`toLatent`): a sequence-parallel rank's share.
+   */
+  latentRows(
+    latent: DeviceBuffer,
+    rows: DeviceBuffer,
+    d: { B: number; C: number; T: number; H: number; W: number; p: number; start: number; count: number },
+    toLatent = false,
+  ): void {
+    this.grid(toLatent ? "dit_rows_to_latent" : "dit_latent_to_rows", d.B * d.count * d.C * d.p * d.p, [
+      ptr(toLatent ? rows : latent),
+      ptr(toLatent ? latent : rows),
+      i32(d.B),
+      i32(d.C),
+      i32(d.T),
+      i32(d.H),
+      i32(d.W),
+      i32(d.p),
+      i32(d.start),
+      i32(d.count),
+    ]);
+  }
+
+  /** proj_out rows [R, p·p·C] ((i, j, c)) + bias → token rows [R, C·p·p] ((c, i, j)). */
+  projToRows(
+    proj: DeviceBuffer,
+    bias: DeviceBuffer,
+    rows: DeviceBuffer,
+    R: number,
+    C: number,
+    p: number,
+  ): void {
+    this.grid("dit_proj_to_rows", R * C * p * p, [ptr(proj), ptr(bias), ptr(rows), u64(R), i32(C), i32(p)]);
   }
 
   /** LayerNorm + adaLN modulation of `rows` rows (one block per row). */
@@ -200,6 +239,9 @@ export class DitKernels {
     bias: DeviceBuffer | null,
     o: {
       M: number;
+      /** Rows are token start + r % tokens of their sample. */
+      tokens: number;
+      start: number;
       heads: number;
       D: number;
       T: number;
@@ -215,6 +257,8 @@ export class DitKernels {
       ptr(v),
       ptr(bias),
       i32(o.M),
+      i32(o.tokens),
+      i32(o.start),
       i32(o.heads),
       i32(o.D),
       i32(o.T),

@@ -12,9 +12,9 @@
 //    every rank continues with the whole attention output. Attention work is divided by N; the
 //    other layers are repeated on every rank.
 //  - "local": the DiT holds only the rank's tokens (q, k, v, out are [batch, s_r, heads, d], rows
-//    [start, start + count) of partitionSequence). Then every layer's work is divided by N. This
-//    needs a DiT forward over a token range (RoPE positions offset by `start`, patchify/unpatchify
-//    of the slice, an all-gather before unpatchify); the hook itself is ready for it.
+//    [start, start + count) of partitionSequence): a CudaDit created with options.tokens, so every
+//    layer's work is divided by N. ditSliced.ts (SlicedDit) sets this up, with the latent's slicing
+//    and gathering.
 // With one rank both are the non-parallel forward, bit for bit (NCCL copies to itself).
 import type { CheckedSpec } from "../../compiler/check.ts";
 import { DeviceBuffer } from "../cuda/device.ts";
@@ -66,6 +66,8 @@ export class DitSequenceParallel {
   }
 
   static async create(dit: CudaDit, comm: Group, options: DitParallelOptions): Promise<DitSequenceParallel> {
+    if (options.tokens === "all" && dit.slice.count !== dit.tokens)
+      throw new Error(`"all" tokens needs a DiT over every token; this one runs on a slice (use "local")`);
     const spec = dit.checkedSpec;
     const names = ditKernelNames(spec, dit.options.model, dit.options.kernel);
     // One packing kernel and one set of exchange buffers for every layer: the DiT's kernels share
@@ -78,6 +80,18 @@ export class DitSequenceParallel {
           UlyssesAttention.compile(spec, { kernel, comm, cacheDir: options.cacheDir, swap, workspace }),
         ),
       );
+      if (options.tokens === "local")
+        for (const u of compiled) {
+          const { start, count } = u.tokens;
+          if (dit.slice.start !== start || dit.slice.count !== count) {
+            for (const x of compiled) x.free();
+            throw new Error(
+              `"local" tokens: rank ${comm.rank} of ${comm.size} holds tokens [${start}, ${start + count}), ` +
+                `but the DiT runs on [${dit.slice.start}, ${dit.slice.start + dit.slice.count}): create it with ` +
+                `tokens set to the rank's slice (SlicedDit does)`,
+            );
+          }
+        }
       return new DitSequenceParallel(
         new Map(names.map((n, i) => [n, compiled[i]!])),
         swap,

@@ -18,8 +18,8 @@ export function ditVelocityModel(
   dit: CudaDit,
   o: { timestepScale?: number; timeAttention?: boolean } = {},
 ): DitModel {
-  const { frames, height, width } = dit.options.latent;
-  const out = Buffer.alloc(dit.batch * dit.config.outChannels * frames * height * width * 4, "fp32");
+  // The whole latent, or a sequence-parallel rank's token rows (CudaDitOptions.tokens).
+  const out = Buffer.alloc(dit.latentLength(dit.config.outChannels) * 4, "fp32");
   const scale = o.timestepScale ?? 1000;
   const attentionMs: number[] = [];
   const model: VelocityModel<DeviceBuffer> = (x, t, info) => {

@@ -59,6 +59,51 @@ extern "C" __global__ void dit_unpatchify(const float* __restrict__ rows, const 
   }
 }
 
+// Token-row layout of a sequence-parallel rank (runtime/parallel/dit.ts): tokens [start, start + count)
+// of every sample as rows fp32 [B, count, C*p*p] in patchify's (c, i, j) order. The sampler updates a
+// rank's rows in place; the latent is assembled only at the end.
+// latent fp32 [B, C, T, H, W] -> rows of tokens [start, start + count).
+extern "C" __global__ void dit_latent_to_rows(const float* __restrict__ latent, float* __restrict__ rows, int B,
+                                              int C, int T, int H, int W, int p, int start, int count) {
+  const int hp = H / p, wp = W / p, width = C * p * p;
+  GRID_STRIDE(e, (u64)B * count * width) {
+    const int col = (int)(e % width);
+    const u64 r = e / width;
+    const int b = (int)(r / count), n = start + (int)(r % count);
+    const int c = col / (p * p), i = (col / p) % p, j = col % p;
+    const int w = n % wp, h = (n / wp) % hp, t = n / (wp * hp);
+    rows[e] = latent[((((u64)b * C + c) * T + t) * H + h * p + i) * W + w * p + j];
+  }
+}
+
+// The inverse: rows of tokens [start, start + count) into their places of latent fp32 [B, C, T, H, W].
+extern "C" __global__ void dit_rows_to_latent(const float* __restrict__ rows, float* __restrict__ latent, int B,
+                                              int C, int T, int H, int W, int p, int start, int count) {
+  const int hp = H / p, wp = W / p, width = C * p * p;
+  GRID_STRIDE(e, (u64)B * count * width) {
+    const int col = (int)(e % width);
+    const u64 r = e / width;
+    const int b = (int)(r / count), n = start + (int)(r % count);
+    const int c = col / (p * p), i = (col / p) % p, j = col % p;
+    const int w = n % wp, h = (n / wp) % hp, t = n / (wp * hp);
+    latent[((((u64)b * C + c) * T + t) * H + h * p + i) * W + w * p + j] = rows[e];
+  }
+}
+
+// proj_out rows fp32 [R, p*p*C] ((i, j, c) order) + bias -> token rows fp32 [R, C*p*p] ((c, i, j) order):
+// the sliced forward's output in the layout its input came in (the same sum as dit_unpatchify).
+extern "C" __global__ void dit_proj_to_rows(const float* __restrict__ proj, const float* __restrict__ bias,
+                                            float* __restrict__ rows, u64 R, int C, int p) {
+  const int width = C * p * p;
+  GRID_STRIDE(e, R * width) {
+    const int col = (int)(e % width);
+    const u64 r = e / width;
+    const int c = col / (p * p), ij = col % (p * p);
+    const int from = ij * C + c;
+    rows[e] = proj[r * width + from] + bias[from];
+  }
+}
+
 __device__ __forceinline__ float block_sum(float v, float* scratch) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
@@ -133,11 +178,13 @@ extern "C" __global__ void dit_bias_act_f32(const float* in, const float* __rest
 }
 
 // q, k, v each [M, heads*D] bf16: add the projection biases (bias [3*heads*D] for q, k, v; may be null),
-// then rotate q and k by OSP's RoPE3D. One thread per (which, row, head, pair j < D/2): the head
+// then rotate q and k by OSP's RoPE3D at the rows' global token positions: row r is token
+// start + r % tokens of its sample (a sequence-parallel rank holds tokens [start, start + tokens); the
+// whole sequence is start 0, tokens T*Hh*Ww). One thread per (which, row, head, pair j < D/2): the head
 // vector is three thirds (t, h, w) of width P = D/3; pair (j, j + P/2) of a third rotates by
 // pos/scale · base^(−2j/P) (rotate_half convention).
 extern "C" __global__ void dit_qkv_bias_rope(bf16* __restrict__ q, bf16* __restrict__ k, bf16* __restrict__ v,
-                                             const float* __restrict__ bias, int M,
+                                             const float* __restrict__ bias, int M, int tokens, int start,
                                              int heads, int D, int T, int Hh, int Ww, float invScaleT,
                                              float invScaleH, float invScaleW, float log2Base) {
   const int pairs = D / 2, third = D / 3, half = third / 2;
@@ -158,7 +205,7 @@ extern "C" __global__ void dit_qkv_bias_rope(bf16* __restrict__ q, bf16* __restr
       x1 += bias[which * HD + h * D + d1];
     }
     if (which < 2) {
-      const int n = (int)(row % ((u64)T * Hh * Ww));
+      const int n = start + (int)(row % (u64)tokens);
       const float pos = axis == 0 ? (n / (Hh * Ww)) * invScaleT
                         : axis == 1 ? ((n / Ww) % Hh) * invScaleH
                                     : (n % Ww) * invScaleW;
