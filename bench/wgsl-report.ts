@@ -54,7 +54,7 @@ for (const mask of [...new Set(rows.map((r) => r.mask))]) {
   const cells = variants.map((v) => {
     const r = rows.find((x) => x.mask === mask && `${x.storage}/${x.robustness}` === v);
     return r
-      ? `${r.ms.toFixed(2)} | ${r.tflops.toFixed(1)} | ${((100 * r.tflops) / ceiling).toFixed(0)}%`
+      ? `${r.ms.toFixed(2)} | ${r.tflops.toFixed(1)} | ${((100 * r.tflops) / ceiling).toFixed(1)}%`
       : "– | – | –";
   });
   const density = rows.find((x) => x.mask === mask)!.density;
