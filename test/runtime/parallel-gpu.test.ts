@@ -61,6 +61,12 @@ interface DitRank {
   mismatchedBytes?: number;
   relError?: number;
   finite?: boolean;
+  /** The DiT on token slices (SlicedDit), output all-gathered. */
+  slicedDigest: string;
+  tokens: { start: number; count: number };
+  slicedMismatchedBytes?: number;
+  slicedRelError?: number;
+  slicedFinite?: boolean;
 }
 
 /** The DiT forward on `size` ranks: every rank ends with the same output, rank 0's equals its plain forward. */
@@ -214,6 +220,10 @@ describe.skipIf(skipReason !== undefined)(
         const [r] = await launchDit(1);
         expect(r!.finite).toBe(true);
         expect(r!.mismatchedBytes).toBe(0);
+        // On its one slice (all tokens) the sliced DiT is the plain forward, bit for bit.
+        expect(r!.tokens).toEqual({ start: 0, count: 105 });
+        expect(r!.slicedFinite).toBe(true);
+        expect(r!.slicedMismatchedBytes).toBe(0);
       },
       300_000,
     );
@@ -330,6 +340,11 @@ for (const size of [2, 4]) {
           expect(r.finite).toBe(true);
           // Bit for bit where cuBLAS is deterministic across the GPUs (same model); within bf16 always.
           expect(r.relError).toBeLessThan(1e-3);
+          // Each rank on its own slice (105 tokens: uneven, through frames and rows), gathered.
+          expect(results.map((x) => x.tokens.count).reduce((a, b) => a + b)).toBe(105);
+          expect(new Set(results.map((x) => x.slicedDigest)).size).toBe(1);
+          expect(r.slicedFinite).toBe(true);
+          expect(r.slicedRelError).toBeLessThan(1e-2);
         },
         300_000,
       );
