@@ -2,15 +2,19 @@
 // batch 1) on 1, 2 and 4 GPUs — the setting of Efficient-vDiT's Table 3 (1.95× on 2 GPUs, 3.91× on 4).
 // Writes bench/results/sp.json: {device, date, rows: [{case, gpus, ms_per_step, speedup, ...}]}.
 //
-//   npx tsx bench/sp-bench.ts [--gpus 1,2,4] [--out bench/results/sp.json] [--reps 5] [--no-dit]
+//   npx tsx bench/sp-bench.ts [--gpus 1,2,4] [--out bench/results/sp.json] [--reps 5] [--no-dit] [--dit-all]
 //
 // The driver launches one process per GPU (runtime/parallel/launcher.ts) for each world size the
 // machine has GPUs for; world sizes beyond that are listed under `skipped`. Cases, per DiT step:
 //  - "attention 3:21 ×32" / "attention full ×32": the self-attention of the 32 layers with the
 //    Ulysses exchange (the part sequence parallelism divides): one layer's median × 32.
-//  - "dit 3:21 (attention split, other layers repeated)": the whole CudaDit forward (random
-//    weights, 300 text tokens) with its attention through DitSequenceParallel in "all" mode, the
-//    mode CudaDit supports today; its other layers are not divided (see runtime/parallel/dit.ts).
+//  - "dit 3:21 (sequence parallel, every layer on S/N tokens)": one DiT step (random weights, 300
+//    text tokens) with each rank's CudaDit on its token slice (SlicedDit: linear layers, adaLN,
+//    norms, MLP, cross-attention queries and final layer on S/N tokens, self-attention through
+//    Ulysses). The step's input and output are the rank's token rows, as in a sampler, which
+//    gathers the latent once at the end (not timed: once per video, not per step).
+//  - with --dit-all, also "dit 3:21 (attention split, other layers repeated)": the whole DiT on every
+//    rank with only attention divided (DitSequenceParallel "all" mode), for comparison.
 // Every timed repetition starts after an all-reduce barrier; a rank's time is measured with device
 // events on the stream the work runs on; a step's time is the slowest rank's, reported as the
 // median over repetitions after a warm-up. Speedups are against the same work on one GPU without
@@ -24,6 +28,7 @@ import { CudaEvent, type DeviceBuffer } from "../runtime/cuda/device.ts";
 import { OSP_V12 } from "../runtime/dit/config.ts";
 import { CudaDit } from "../runtime/dit/cuda.ts";
 import { DitSequenceParallel } from "../runtime/parallel/dit.ts";
+import { SlicedDit } from "../runtime/parallel/ditSliced.ts";
 import { launch } from "../runtime/parallel/launcher.ts";
 import { sliceSequence } from "../runtime/parallel/partition.ts";
 import { UlyssesAttention } from "../runtime/parallel/ulysses.ts";
@@ -40,6 +45,7 @@ const argv = process.argv.slice(2);
 const flag = (name: string) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : undefined);
 const reps = Number(flag("--reps") ?? 5);
 const withDit = !argv.includes("--no-dit");
+const withDitAll = withDit && argv.includes("--dit-all");
 
 interface RankTimes {
   rank: number;
@@ -122,32 +128,50 @@ async function rankMain(): Promise<RankTimes> {
   }
 
   if (withDit) {
-    const label = "dit 3:21 (attention split, other layers repeated)";
-    const dit = await CudaDit.create(OSP_V12, {
-      spec,
-      kernel: "tile_3_21",
-      latent: LATENT,
-      textTokens: TEXT_TOKENS,
-    });
-    dit.randomizeWeights(1);
-    dit.encodeText(
-      Float32Array.from(randomArray(TEXT_TOKENS * OSP_V12.captionChannels, 4)).map((x) => x * 0.5),
-    );
     const { frames, height, width } = LATENT;
-    const latent = dev.fromHost(
-      Float32Array.from(randomArray(OSP_V12.inChannels * frames * height * width, 5)),
-      "fp32",
-    );
-    const out = dev.allocElements("fp32", OSP_V12.outChannels * frames * height * width);
-    if (world.size === 1) plain[label] = timeReps(world, one, 1, () => dit.forward(latent, [500], out));
-    const sp = await DitSequenceParallel.create(dit, world.comm, { tokens: "all" });
-    dit.attention = sp.attention;
-    times[label] = timeReps(world, one, 1, () => dit.forward(latent, [500], out));
-    perStep[label] = 1;
-    latent.free();
-    out.free();
-    sp.free();
-    dit.free();
+    const text = Float32Array.from(randomArray(TEXT_TOKENS * OSP_V12.captionChannels, 4)).map((x) => x * 0.5);
+    const latentHost = Float32Array.from(randomArray(OSP_V12.inChannels * frames * height * width, 5));
+    const wholeLength = OSP_V12.outChannels * frames * height * width;
+    const options = { spec, kernel: "tile_3_21", latent: LATENT, textTokens: TEXT_TOKENS };
+    const slicedLabel = "dit 3:21 (sequence parallel, every layer on S/N tokens)";
+    const allLabel = "dit 3:21 (attention split, other layers repeated)";
+
+    // The whole DiT on one GPU: the baseline (world size 1), and the "all" mode when asked for.
+    if (world.size === 1 || withDitAll) {
+      const dit = await CudaDit.create(OSP_V12, options);
+      dit.randomizeWeights(1);
+      dit.encodeText(text);
+      const latent = dev.fromHost(latentHost, "fp32");
+      const out = dev.allocElements("fp32", wholeLength);
+      const plainForward = () => dit.forward(latent, [500], out);
+      if (world.size === 1) {
+        plain[slicedLabel] = timeReps(world, one, 1, plainForward);
+        if (withDitAll) plain[allLabel] = plain[slicedLabel];
+      }
+      if (withDitAll) {
+        const sp = await DitSequenceParallel.create(dit, world.comm, { tokens: "all" });
+        dit.attention = sp.attention;
+        times[allLabel] = timeReps(world, one, 1, plainForward);
+        perStep[allLabel] = 1;
+        sp.free();
+      }
+      latent.free();
+      out.free();
+      dit.free();
+    }
+
+    // Each rank's DiT on its token slice.
+    const sliced = await SlicedDit.create(OSP_V12, options, world.comm);
+    sliced.dit.randomizeWeights(1);
+    sliced.dit.encodeText(text);
+    const whole = dev.fromHost(latentHost, "fp32");
+    const rows = dev.allocElements("fp32", sliced.rowsLength(OSP_V12.inChannels));
+    const outRows = dev.allocElements("fp32", sliced.rowsLength(OSP_V12.outChannels));
+    sliced.sliceLatent(whole, rows);
+    times[slicedLabel] = timeReps(world, one, 1, () => sliced.dit.forward(rows, [500], outRows));
+    perStep[slicedLabel] = 1;
+    for (const b of [whole, rows, outRows]) b.free();
+    sliced.free();
   }
   one.free();
   world.comm.destroy();
