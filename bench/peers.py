@@ -3,6 +3,7 @@
 # (cuDNN and flash backends, dense). Median of repeated runs with CUDA events after warm-up.
 #   python3 bench/peers.py OUT.json
 import json, sys, torch
+from torch_timing import median_ms  # bench/ is the script's directory, first on sys.path
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.nn.attention.flex_attention import flex_attention, create_block_mask
 
@@ -12,17 +13,6 @@ H, D = 24, 96
 FRAME = 45 * 80
 flex = torch.compile(flex_attention, dynamic=False)
 
-def median_ms(fn, reps=20, warm=3):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); fn(); b.record(); b.synchronize()
-        ts.append(a.elapsed_time(b))
-    ts.sort()
-    return ts[len(ts) // 2]
 
 rows = []
 for label, T, ks in [("osp29", 8, [0, 4, 3, 2, 1]), ("osp93", 24, [0, 12, 8, 6, 4, 3])]:

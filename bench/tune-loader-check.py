@@ -6,6 +6,7 @@
 #   python3 bench/tune-loader-check.py PKG_DIR IO_DIR OUT.json
 import importlib.util, json, os, sys, time
 import torch
+from torch_timing import median_ms  # bench/ is the script's directory, first on sys.path
 from torch.nn.attention.flex_attention import flex_attention, create_block_mask
 
 pkg_dir, io_dir, out_path = sys.argv[1:4]
@@ -23,17 +24,6 @@ def load(name):
     return torch.frombuffer(raw, dtype=torch.bfloat16).view(b, n, h, d).to(dev)
 
 
-def median_ms(fn, reps=20, warm=3):
-    for _ in range(warm):
-        fn()
-    torch.cuda.synchronize()
-    ts = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record(); fn(); e.record(); e.synchronize()
-        ts.append(s.elapsed_time(e))
-    ts.sort()
-    return ts[len(ts) // 2]
 
 
 q, k, v = load("q.bin"), load("k.bin"), load("v.bin")
