@@ -253,6 +253,11 @@ export class CudaDit {
     out: DeviceBuffer,
     o: ForwardOptions = {},
   ): { attentionMs?: number } {
+    // The kernel alone would read past a slice's q, k, v: a slice needs every rank's keys.
+    if (this.attention === runSelfAttention && this.slice.count !== this.tokens)
+      throw new Error(
+        "this DiT runs on a token slice: its self-attention must be sequence-parallel (SlicedDit in runtime/parallel/ditSliced.ts)",
+      );
     const steps = this.forwardSteps(latent, timesteps, out, o);
     let r = steps.next();
     while (!r.done) {
