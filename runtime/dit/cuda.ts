@@ -8,11 +8,10 @@
 //   dit.forward(latent, timesteps, out, { step, steps });
 import { compile, type CudaAttention } from "../attention.ts";
 import { kernelFor, type CheckedSpec, type ModelSpec } from "../../compiler/check.ts";
-import { compileSpec } from "../../compiler/pipeline.ts";
-import { renderDiagnostics } from "../../grammar/index.ts";
 import { gemm } from "../cuda/cublas.ts";
 import { CudaDevice, CudaEvent, type DeviceBuffer, type Stream } from "../cuda/device.ts";
 import { tokenGrid, type DitConfig } from "./config.ts";
+import { ditKernels, layerKernel, modelKernels, modelStep } from "./specKernels.ts";
 import { Act, DitKernels } from "./kernels.ts";
 import type { TokenSlice } from "./cpu.ts";
 import { timestepFeatures } from "./math.ts";
@@ -110,48 +109,13 @@ export class CudaDit {
   }
 
   static async create(config: DitConfig, options: CudaDitOptions): Promise<CudaDit> {
-    const spec = typeof options.spec === "string" ? checkedSpec(options.spec) : options.spec;
-    const model = options.model === undefined ? undefined : spec.models.get(options.model);
-    if (options.model !== undefined && !model)
-      throw new Error(
-        `the spec has no model '${options.model}'; it has ${[...spec.models.keys()].join(", ") || "none"}`,
-      );
-    if (model && model.layers !== config.numLayers)
-      throw new Error(`model '${model.name}' has ${model.layers} layers, the DiT config ${config.numLayers}`);
-    const names = [
-      ...new Set([
-        ...(model ? modelKernels(model) : [options.kernel ?? onlyKernel(spec)]),
-        ...(options.extraKernels ?? []),
-      ]),
-    ];
+    const { spec, model, names, batch } = ditKernels(config, options, "bf16");
     const g = tokenGrid(config, options.latent);
     const t = options.tokens;
     if (t && !(Number.isInteger(t.start) && Number.isInteger(t.count) && t.start >= 0 && t.count >= 1))
       throw new RangeError(`tokens {start: ${t.start}, count: ${t.count}} must be integers, count ≥ 1`);
     if (t && t.start + t.count > g.tokens)
       throw new RangeError(`tokens [${t.start}, ${t.start + t.count}) reach past the ${g.tokens} tokens`);
-    let batch = 0;
-    for (const name of names) {
-      const k = spec.kernels.get(name);
-      if (!k) throw new Error(`the spec has no kernel '${name}'`);
-      const l = k.layout;
-      const problems: string[] = [];
-      if (l.textTokens)
-        problems.push(`has ${l.textTokens} text tokens (OSP attends text by cross-attention)`);
-      if (l.frames !== g.frames || l.height !== g.height || l.width !== g.width)
-        problems.push(
-          `video ${l.frames}×${l.height}×${l.width}, but the latent patchifies to ${g.frames}×${g.height}×${g.width}`,
-        );
-      if (l.heads !== config.numHeads || l.kvHeads !== config.numHeads || l.headDim !== config.headDim)
-        problems.push(
-          `heads ${l.heads}/${l.kvHeads}×${l.headDim}, the DiT has ${config.numHeads}×${config.headDim}`,
-        );
-      if (l.dtype !== "bf16") problems.push(`dtype ${l.dtype}; the DiT runs bf16`);
-      if (batch && l.batch !== batch) problems.push(`batch ${l.batch} differs from other kernels' ${batch}`);
-      if (problems.length)
-        throw new Error(`kernel '${name}' (layout '${l.name}') does not fit the DiT: ${problems.join("; ")}`);
-      batch = l.batch;
-    }
     const compiled = await Promise.all(
       names.map((n) => compile(spec, { target: "cuda", kernel: n, cacheDir: options.cacheDir })),
     );
@@ -185,15 +149,13 @@ export class CudaDit {
 
   /** The kernel of layer `layer` at sampler step `step` of `steps`. */
   kernelName(layer: number, step?: number, steps?: number): string {
-    if (!this.model) return this.defaultKernel ?? this.attn.keys().next().value!;
-    return kernelFor(this.model, layer, this.modelStep(step, steps));
-  }
-
-  private modelStep(step?: number, steps?: number): number | undefined {
-    if (step === undefined || !this.model) return step;
-    const ms = this.model.steps;
-    if (!ms) return undefined;
-    return Math.min(ms - 1, Math.floor((step * ms) / (steps ?? ms)));
+    return layerKernel(
+      this.model,
+      () => this.defaultKernel ?? this.attn.keys().next().value!,
+      layer,
+      step,
+      steps,
+    );
   }
 
   /** Uploads parameters (validated first: every problem reported at once). */
@@ -327,7 +289,7 @@ export class CudaDit {
     k.biasActF32(a.x, w.patchBias, a.x, null, M, C, Act.None);
 
     const mod = { rows: M, C, tokens: N, tembStride: 6 * C, chunkStride: C, eps: c.normEps };
-    const step = this.modelStep(o.step, o.steps);
+    const step = modelStep(this.model, o.step, o.steps);
     const events = o.timeAttention
       ? w.blocks.map(() => [CudaEvent.create(), CudaEvent.create()] as const)
       : [];
@@ -498,21 +460,4 @@ function allBuffers(w: DeviceWeights): DeviceBuffer[] {
   for (const [key, v] of Object.entries(w)) if (key !== "blocks") out.push(v as DeviceBuffer);
   for (const b of w.blocks) for (const v of Object.values(b)) if (v) out.push(v);
   return out;
-}
-
-export function checkedSpec(text: string): CheckedSpec {
-  const r = compileSpec(text, "<dit spec>");
-  if (!r.spec) throw new Error(`the spec has errors:\n${renderDiagnostics(r.diagnostics, r.sources)}`);
-  return r.spec;
-}
-
-export function modelKernels(model: ModelSpec): string[] {
-  return [...new Set([...model.layerKernels, ...model.stepOverrides.map((o) => o.kernel)])];
-}
-
-export function onlyKernel(spec: CheckedSpec): string {
-  const names = [...spec.kernels.keys()];
-  if (names.length !== 1)
-    throw new Error(`the spec has ${names.length} kernels (${names.join(", ")}): pass a model or a kernel`);
-  return names[0]!;
 }

@@ -18,7 +18,7 @@ import type { GpuTensor, WebGpuDevice } from "../webgpu/device.ts";
 import { computeKernel, submitDispatches, type ComputeKernel } from "../webgpu/dispatch.ts";
 import { WgslMatmul } from "../webgpu/matmul.ts";
 import { tokenGrid, type DitConfig } from "./config.ts";
-import { checkedSpec, modelKernels, onlyKernel } from "./cuda.ts";
+import { ditKernels, layerKernel, modelStep } from "./specKernels.ts";
 import * as K from "./kernels/dit.wgsl.ts";
 import { timestepFeatures } from "./math.ts";
 import { validateWeights, weightSpecs, type WeightSource } from "./weights.ts";
@@ -103,37 +103,7 @@ export class WebGpuDit {
   }
 
   static async create(config: DitConfig, options: WebGpuDitOptions): Promise<WebGpuDit> {
-    const spec = typeof options.spec === "string" ? checkedSpec(options.spec) : options.spec;
-    const model = options.model === undefined ? undefined : spec.models.get(options.model);
-    if (options.model !== undefined && !model)
-      throw new Error(
-        `the spec has no model '${options.model}'; it has ${[...spec.models.keys()].join(", ") || "none"}`,
-      );
-    if (model && model.layers !== config.numLayers)
-      throw new Error(`model '${model.name}' has ${model.layers} layers, the DiT config ${config.numLayers}`);
-    const names = model ? modelKernels(model) : [options.kernel ?? onlyKernel(spec)];
-    const g = tokenGrid(config, options.latent);
-    let batch = 0;
-    for (const name of names) {
-      const k = spec.kernels.get(name);
-      if (!k) throw new Error(`the spec has no kernel '${name}'`);
-      const l = k.layout;
-      const problems: string[] = [];
-      if (l.textTokens)
-        problems.push(`has ${l.textTokens} text tokens (OSP attends text by cross-attention)`);
-      if (l.frames !== g.frames || l.height !== g.height || l.width !== g.width)
-        problems.push(
-          `video ${l.frames}×${l.height}×${l.width}, but the latent patchifies to ${g.frames}×${g.height}×${g.width}`,
-        );
-      if (l.heads !== config.numHeads || l.kvHeads !== config.numHeads || l.headDim !== config.headDim)
-        problems.push(
-          `heads ${l.heads}/${l.kvHeads}×${l.headDim}, the DiT has ${config.numHeads}×${config.headDim}`,
-        );
-      if (batch && l.batch !== batch) problems.push(`batch ${l.batch} differs from other kernels' ${batch}`);
-      if (problems.length)
-        throw new Error(`kernel '${name}' (layout '${l.name}') does not fit the DiT: ${problems.join("; ")}`);
-      batch = l.batch;
-    }
+    const { spec, model, names, batch } = ditKernels(config, options);
     const dev = options.device;
     // The residual stream and every operand are f32 here, so the attention kernels read f32 too.
     const compiled = await Promise.all(
@@ -163,15 +133,7 @@ export class WebGpuDit {
 
   /** The kernel of layer `layer` at sampler step `step` of `steps` (as CudaDit.kernelName). */
   kernelName(layer: number, step?: number, steps?: number): string {
-    if (!this.model) return this.attn.keys().next().value!;
-    return kernelFor(this.model, layer, this.modelStep(step, steps));
-  }
-
-  private modelStep(step?: number, steps?: number): number | undefined {
-    if (step === undefined || !this.model) return step;
-    const ms = this.model.steps;
-    if (!ms) return undefined;
-    return Math.min(ms - 1, Math.floor((step * ms) / (steps ?? ms)));
+    return layerKernel(this.model, () => this.attn.keys().next().value!, layer, step, steps);
   }
 
   /** Uploads parameters (validated first: every problem reported at once). */
@@ -258,7 +220,7 @@ export class WebGpuDit {
       [this.acts.projOut, out],
       outShape[0]!,
     );
-    const step = this.modelStep(o.step, o.steps);
+    const step = modelStep(this.model, o.step, o.steps);
     const a = this.acts;
     try {
       await dev.scoped("the DiT forward", () => {
