@@ -1,4 +1,4 @@
-// An Open-Sora-Plan-v1.2-style video DiT on tilec's attention kernels (CUDA), with a float64 CPU twin.
+// An Open-Sora-Plan-v1.2-style video DiT on tilec's attention kernels (CUDA and WebGPU), with a float64 CPU twin.
 export { parseDitConfig, tokenGrid, OSP_V12, DitConfigError, type DitConfig } from "./config.ts";
 export {
   weightSpecs,
@@ -20,3 +20,4 @@ export {
   type SelfAttention,
   type SelfAttentionCall,
 } from "./cuda.ts";
+export { WebGpuDit, type WebGpuDitOptions } from "./webgpu.ts";
