@@ -25,39 +25,36 @@ function patchIndex(order: PatchOrder, c: number, i: number, j: number, p: numbe
   return order === "channel-first" ? (c * p + i) * p + j : (i * p + j) * channels + c;
 }
 
-export function patchify(latent: Float64Array, d: LatentDims, p: number, order: PatchOrder): Float64Array {
+/** For each element of a latent [B, C, T, H, W], its place in the patch rows [(b, t, y/p, x/p), patch]. */
+function patchPlaces(d: LatentDims, p: number, order: PatchOrder): Int32Array {
   const { batch: B, channels: C, frames: T, height: H, width: W } = d;
   const hp = H / p;
   const wp = W / p;
   const width = C * p * p;
-  const out = new Float64Array(B * T * hp * wp * width);
+  const places = new Int32Array(B * C * T * H * W);
+  let e = 0;
   for (let b = 0; b < B; b++)
     for (let c = 0; c < C; c++)
       for (let t = 0; t < T; t++)
         for (let y = 0; y < H; y++)
           for (let x = 0; x < W; x++) {
             const row = ((b * T + t) * hp + Math.floor(y / p)) * wp + Math.floor(x / p);
-            const col = patchIndex(order, c, y % p, x % p, p, C);
-            out[row * width + col] = latent[(((b * C + c) * T + t) * H + y) * W + x]!;
+            places[e++] = row * width + patchIndex(order, c, y % p, x % p, p, C);
           }
+  return places;
+}
+
+export function patchify(latent: Float64Array, d: LatentDims, p: number, order: PatchOrder): Float64Array {
+  const places = patchPlaces(d, p, order);
+  const out = new Float64Array(places.length);
+  for (let e = 0; e < places.length; e++) out[places[e]!] = latent[e]!;
   return out;
 }
 
 export function unpatchify(rows: Float64Array, d: LatentDims, p: number, order: PatchOrder): Float64Array {
-  const { batch: B, channels: C, frames: T, height: H, width: W } = d;
-  const hp = H / p;
-  const wp = W / p;
-  const width = C * p * p;
-  const out = new Float64Array(B * C * T * H * W);
-  for (let b = 0; b < B; b++)
-    for (let c = 0; c < C; c++)
-      for (let t = 0; t < T; t++)
-        for (let y = 0; y < H; y++)
-          for (let x = 0; x < W; x++) {
-            const row = ((b * T + t) * hp + Math.floor(y / p)) * wp + Math.floor(x / p);
-            out[(((b * C + c) * T + t) * H + y) * W + x] =
-              rows[row * width + patchIndex(order, c, y % p, x % p, p, C)]!;
-          }
+  const places = patchPlaces(d, p, order);
+  const out = new Float64Array(places.length);
+  for (let e = 0; e < places.length; e++) out[e] = rows[places[e]!]!;
   return out;
 }
 

@@ -8,17 +8,22 @@ import { parseDitConfig, type DitConfig } from "../../runtime/dit/config.ts";
 import { randomArray } from "../../runtime/reference.ts";
 import type { DitInputs, LayerMask } from "../../runtime/dit/cpu.ts";
 
-export const TINY: DitConfig = parseDitConfig({
-  num_layers: 2,
-  num_attention_heads: 2,
-  attention_head_dim: 48,
-  in_channels: 4,
-  caption_channels: 32,
-  timestep_channels: 32,
-  interpolation_scale_t: 1,
-  interpolation_scale_h: 0.5,
-  interpolation_scale_w: 1,
-});
+/** The tiny DiT with `heads` heads of 48 (the sequence-parallel tests need heads divisible by 2, 3, 4). */
+export function tinyDit(heads: number): DitConfig {
+  return parseDitConfig({
+    num_layers: 2,
+    num_attention_heads: heads,
+    attention_head_dim: 48,
+    in_channels: 4,
+    caption_channels: 32,
+    timestep_channels: 32,
+    interpolation_scale_t: 1,
+    interpolation_scale_h: 0.5,
+    interpolation_scale_w: 1,
+  });
+}
+
+export const TINY: DitConfig = tinyDit(2);
 
 export const TINY_LATENT = { frames: 3, height: 10, width: 14 } as const;
 export const TINY_BATCH = 2;

@@ -4,11 +4,11 @@
 // interleaved at each self-attention through CudaDit.forwardSteps) must equal the one-GPU forward
 // within bf16 tolerance. Real multi-GPU runs: parallel-gpu.test.ts (dit-rank.ts). Skips with the
 // reason without a GPU, cuBLAS or NCCL.
+import { tinyDit } from "./dit-fixture.ts";
 import { afterAll, describe, expect, it } from "vitest";
 import { compileSpec } from "../../compiler/pipeline.ts";
 import { cublasAvailable } from "../../runtime/cuda/cublas.ts";
 import { available as cudaAvailable, CudaDevice, type DeviceBuffer } from "../../runtime/cuda/index.ts";
-import { parseDitConfig } from "../../runtime/dit/config.ts";
 import { CudaDit } from "../../runtime/dit/cuda.ts";
 import { available as ncclAvailable } from "../../runtime/parallel/nccl.ts";
 import { DitSequenceParallel } from "../../runtime/parallel/dit.ts";
@@ -23,17 +23,7 @@ import { SimulatedRanks } from "./parallel-fixtures/simulatedRanks.ts";
 
 // 12 heads (split by 1, 2, 3, 4) of 48; 3×10×14 latent → 3×5×7 = 105 tokens: 53 + 52 on 2 ranks,
 // 35·3 on 3, 27 + 26·3 on 4 (slices through frames and rows); batch 2, uneven text.
-const CONFIG = parseDitConfig({
-  num_layers: 2,
-  num_attention_heads: 12,
-  attention_head_dim: 48,
-  in_channels: 4,
-  caption_channels: 32,
-  timestep_channels: 32,
-  interpolation_scale_t: 1,
-  interpolation_scale_h: 0.5,
-  interpolation_scale_w: 1,
-});
+const CONFIG = tinyDit(12);
 const LATENT = { frames: 3, height: 10, width: 14 };
 const LATENT_DIMS = { T: LATENT.frames, H: LATENT.height, W: LATENT.width };
 const TEXT = 9;

@@ -3,26 +3,16 @@
 // weights and inputs on every rank. Rank 0 also runs the plain forward and compares. Two ways: the
 // whole DiT on every rank with attention split ("all"), and each rank's DiT on its token slice
 // (SlicedDit), the output all-gathered.
+import { tinyDit } from "../dit-fixture.ts";
 import { createHash } from "node:crypto";
 import { compileSpec } from "../../../compiler/pipeline.ts";
-import { parseDitConfig } from "../../../runtime/dit/config.ts";
 import { CudaDit } from "../../../runtime/dit/cuda.ts";
 import { DitSequenceParallel } from "../../../runtime/parallel/dit.ts";
 import { SlicedDit } from "../../../runtime/parallel/ditSliced.ts";
 import { initWorld, runRank } from "../../../runtime/parallel/world.ts";
 import { randomArray, relativeError } from "../../../runtime/reference.ts";
 
-const SP_DIT = parseDitConfig({
-  num_layers: 2,
-  num_attention_heads: 4,
-  attention_head_dim: 48,
-  in_channels: 4,
-  caption_channels: 32,
-  timestep_channels: 32,
-  interpolation_scale_t: 1,
-  interpolation_scale_h: 0.5,
-  interpolation_scale_w: 1,
-});
+const SP_DIT = tinyDit(4);
 const SP_DIT_LATENT = { frames: 3, height: 10, width: 14 };
 const SP_DIT_SPEC = `
 layout sp { video 3 x 5 x 7 batch 2 heads 4 head_dim 48 dtype bf16 }
