@@ -30,6 +30,11 @@ const u64 = (n: number) => ({ u64: BigInt(n) });
 const i32 = (n: number) => ({ i32: n });
 const f32 = (n: number) => ({ f32: n });
 
+/** A latent's dimensions as the kernels of dit.cu take them: B, C, T, H, W, p. */
+function latentDims(d: { B: number; C: number; T: number; H: number; W: number; p: number }) {
+  return [i32(d.B), i32(d.C), i32(d.T), i32(d.H), i32(d.W), i32(d.p)];
+}
+
 export class DitKernels {
   private readonly k: Record<string, CudaKernel>;
 
@@ -80,16 +85,7 @@ export class DitKernels {
     out: DeviceBuffer,
     d: { B: number; C: number; T: number; H: number; W: number; p: number },
   ): void {
-    this.grid("dit_patchify", d.B * d.C * d.T * d.H * d.W, [
-      ptr(latent),
-      ptr(out),
-      i32(d.B),
-      i32(d.C),
-      i32(d.T),
-      i32(d.H),
-      i32(d.W),
-      i32(d.p),
-    ]);
+    this.grid("dit_patchify", d.B * d.C * d.T * d.H * d.W, [ptr(latent), ptr(out), ...latentDims(d)]);
   }
 
   unpatchify(
@@ -102,12 +98,7 @@ export class DitKernels {
       ptr(rows),
       ptr(bias),
       ptr(out),
-      i32(d.B),
-      i32(d.C),
-      i32(d.T),
-      i32(d.H),
-      i32(d.W),
-      i32(d.p),
+      ...latentDims(d),
     ]);
   }
 
@@ -124,12 +115,7 @@ export class DitKernels {
     this.grid(toLatent ? "dit_rows_to_latent" : "dit_latent_to_rows", d.B * d.count * d.C * d.p * d.p, [
       ptr(toLatent ? rows : latent),
       ptr(toLatent ? latent : rows),
-      i32(d.B),
-      i32(d.C),
-      i32(d.T),
-      i32(d.H),
-      i32(d.W),
-      i32(d.p),
+      ...latentDims(d),
       i32(d.start),
       i32(d.count),
     ]);
