@@ -24,7 +24,7 @@ import { OSP_V12, tokenGrid, type DitConfig } from "../runtime/dit/config.ts";
 import { WebGpuDit } from "../runtime/dit/webgpu.ts";
 import { randomArray } from "../runtime/reference.ts";
 import { compileWgsl } from "../runtime/webgpu/attention.ts";
-import type { WebGpuDevice } from "../runtime/webgpu/device.ts";
+import { median, PassTimer, type WebGpuDevice } from "../runtime/webgpu/device.ts";
 import type { PreparedDispatch } from "../runtime/webgpu/dispatch.ts";
 import { WgslMatmul } from "../runtime/webgpu/matmul.ts";
 import { findSwiftShader, openNodeDevice } from "../runtime/webgpu/node.ts";
@@ -68,38 +68,7 @@ if (!dev.timestamps) throw new Error("the device offers no timestamp-query");
 
 /** Median GPU ms of `reps` compute passes (after `warmup`), each recording `encode`, one submission. */
 async function timePasses(d: WebGpuDevice, encode: (pass: GPUComputePassEncoder) => void): Promise<number> {
-  const querySet = d.device.createQuerySet({ type: "timestamp", count: 2 * reps });
-  const resolve = d.device.createBuffer({
-    size: 16 * reps,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-  });
-  await d.scoped("timing", () => {
-    const enc = d.device.createCommandEncoder();
-    for (let i = 0; i < warmup + reps; i++) {
-      const t = i - warmup;
-      const pass = enc.beginComputePass(
-        t >= 0
-          ? {
-              timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * t, endOfPassWriteIndex: 2 * t + 1 },
-            }
-          : {},
-      );
-      encode(pass);
-      pass.end();
-    }
-    enc.resolveQuerySet(querySet, 0, 2 * reps, resolve, 0);
-    d.device.queue.submit([enc.finish()]);
-  });
-  const stamps = new BigUint64Array(await d.readBuffer(resolve, 16 * reps));
-  querySet.destroy();
-  resolve.destroy();
-  return median(Array.from({ length: reps }, (_, i) => Number(stamps[2 * i + 1]! - stamps[2 * i]!) / 1e6));
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+  return (await d.timePasses(encode, { reps, warmup })).medianNs / 1e6;
 }
 
 // ---- 1. The matmul at the DiT's linear shapes ----
@@ -233,24 +202,9 @@ for (const [model, kernel] of [
     await dev.device.queue.onSubmittedWorkDone();
     walls.push(performance.now() - t);
   }
-  const querySet = dev.device.createQuerySet({ type: "timestamp", count: 2 * reps });
-  const resolve = dev.device.createBuffer({
-    size: 16 * reps,
-    usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-  });
-  for (let i = 0; i < reps; i++)
-    await dit.forward(inT, [500], outT, {
-      timestampWrites: { querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 },
-    });
-  await dev.scoped("resolving timestamps", () => {
-    const enc = dev.device.createCommandEncoder();
-    enc.resolveQuerySet(querySet, 0, 2 * reps, resolve, 0);
-    dev.device.queue.submit([enc.finish()]);
-  });
-  const stamps = new BigUint64Array(await dev.readBuffer(resolve, 16 * reps));
-  const ms = median(
-    Array.from({ length: reps }, (_, i) => Number(stamps[2 * i + 1]! - stamps[2 * i]!) / 1e6),
-  );
+  const timer = new PassTimer(dev, reps);
+  for (let i = 0; i < reps; i++) await dit.forward(inT, [500], outT, { timestampWrites: timer.writes(i) });
+  const ms = median(await timer.durationsNs()) / 1e6;
   const result = await dev.download(outT);
   const finite = result.every(Number.isFinite);
   if (!finite) throw new Error(`${model}: the forward produced non-finite values`);
@@ -272,8 +226,6 @@ for (const [model, kernel] of [
   };
   console.log(JSON.stringify(row));
   rows.push(row);
-  querySet.destroy();
-  resolve.destroy();
   inT.buffer.destroy();
   outT.buffer.destroy();
   dit.destroy();

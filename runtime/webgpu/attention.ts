@@ -157,46 +157,12 @@ export class WgslAttention {
     options: WgslRunOptions & { reps?: number; warmup?: number } = {},
   ): Promise<WgslTiming> {
     const d = this.device;
-    if (!d.timestamps) throw new WebGpuError("this device offers no timestamp-query: cannot time on the GPU");
-    const reps = options.reps ?? 10;
-    const warmup = options.warmup ?? 2;
-    const bytes = reps * 2 * 8;
-    const { querySet, resolve } = await d.scoped(`timing ${this.ir.name}`, () => {
-      const group = this.bind(q, k, v, out, options);
-      const querySet = d.device.createQuerySet({ type: "timestamp", count: reps * 2 });
-      const resolve = d.device.createBuffer({
-        size: bytes,
-        usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
-      });
-      const enc = d.device.createCommandEncoder();
-      for (let i = 0; i < warmup + reps; i++) {
-        const t = i - warmup;
-        const pass = enc.beginComputePass(
-          t >= 0
-            ? {
-                timestampWrites: {
-                  querySet,
-                  beginningOfPassWriteIndex: 2 * t,
-                  endOfPassWriteIndex: 2 * t + 1,
-                },
-              }
-            : {},
-        );
-        this.dispatch(pass, group);
-        pass.end();
-      }
-      enc.resolveQuerySet(querySet, 0, reps * 2, resolve, 0);
-      d.device.queue.submit([enc.finish()]);
-      return { querySet, resolve };
+    const group = await d.scoped(`binding ${this.ir.name}`, () => this.bind(q, k, v, out, options));
+    return d.timePasses((pass) => this.dispatch(pass, group), {
+      reps: options.reps ?? 10,
+      warmup: options.warmup ?? 2,
+      label: `timing ${this.ir.name}`,
     });
-    const stamps = new BigUint64Array(await d.readBuffer(resolve, bytes));
-    querySet.destroy();
-    resolve.destroy();
-    const ns = Array.from({ length: reps }, (_, i) => Number(stamps[2 * i + 1]! - stamps[2 * i]!));
-    const sorted = [...ns].sort((a, b) => a - b);
-    const mid = sorted.length >> 1;
-    const medianNs = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
-    return { ns, medianNs };
   }
 
   /** Waits until the GPU has finished everything submitted so far. */

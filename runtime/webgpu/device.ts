@@ -267,6 +267,29 @@ export class WebGpuDevice {
     });
   }
 
+  /**
+   * GPU nanoseconds of `reps` compute passes that `encode` records (after `warmup` untimed ones), all
+   * in one submission, each pass with begin/end timestamps; needs `timestamp-query`.
+   */
+  async timePasses(
+    encode: (pass: GPUComputePassEncoder) => void,
+    options: { reps: number; warmup: number; label?: string },
+  ): Promise<{ ns: number[]; medianNs: number }> {
+    const timer = new PassTimer(this, options.reps);
+    await this.scoped(options.label ?? "timing", () => {
+      const enc = this.device.createCommandEncoder();
+      for (let i = 0; i < options.warmup + options.reps; i++) {
+        const t = i - options.warmup;
+        const pass = enc.beginComputePass(t >= 0 ? { timestampWrites: timer.writes(t) } : {});
+        encode(pass);
+        pass.end();
+      }
+      this.device.queue.submit([enc.finish()]);
+    });
+    const ns = await timer.durationsNs();
+    return { ns, medianNs: median(ns) };
+  }
+
   /** Errors reported outside any error scope since the last call. */
   takeUncapturedErrors(): string[] {
     const e = this.uncaptured;
@@ -288,4 +311,47 @@ export class WebGpuDevice {
     });
     return { buffer, storage, length };
   }
+}
+
+/**
+ * Begin/end timestamps of up to `reps` compute passes (pass i writes 2i and 2i + 1), then their
+ * durations once the GPU has run them. The query set and resolve buffer are released after reading.
+ */
+export class PassTimer {
+  private readonly querySet: GPUQuerySet;
+  private readonly resolve: GPUBuffer;
+
+  constructor(
+    private readonly gpu: WebGpuDevice,
+    readonly reps: number,
+  ) {
+    if (!gpu.timestamps)
+      throw new WebGpuError("this device offers no timestamp-query: cannot time on the GPU");
+    this.querySet = gpu.device.createQuerySet({ type: "timestamp", count: 2 * reps });
+    this.resolve = gpu.device.createBuffer({
+      size: 16 * reps,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+  }
+
+  writes(i: number): GPUComputePassTimestampWrites {
+    return { querySet: this.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 };
+  }
+
+  async durationsNs(): Promise<number[]> {
+    const enc = this.gpu.device.createCommandEncoder();
+    enc.resolveQuerySet(this.querySet, 0, 2 * this.reps, this.resolve, 0);
+    this.gpu.device.queue.submit([enc.finish()]);
+    const stamps = new BigUint64Array(await this.gpu.readBuffer(this.resolve, 16 * this.reps));
+    this.querySet.destroy();
+    this.resolve.destroy();
+    return Array.from({ length: this.reps }, (_, i) => Number(stamps[2 * i + 1]! - stamps[2 * i]!));
+  }
+}
+
+/** The median (mean of the middle two for an even count). */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
