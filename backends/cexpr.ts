@@ -2,7 +2,7 @@
 // of spellings (tinygrad's renderer pattern). The mask becomes a function of two token indices that
 // decodes only the coordinates the mask reads.
 import type { TokenDecode } from "../compiler/lower.ts";
-import { canonical, type MaskExpr } from "../compiler/maskExpr.ts";
+import { canonical, memoRenderer, type MaskExpr } from "../compiler/maskExpr.ts";
 
 export interface CTarget {
   /** `int` / `i32` */
@@ -90,10 +90,7 @@ export function renderMaskFunction(name: string, mask: MaskExpr, decode: TokenDe
   }
   const body: string[] = [];
   let n = 0;
-  const memo = new Map<MaskExpr, string>();
-  const emit = (x: MaskExpr): string => {
-    const hit = memo.get(x);
-    if (hit) return hit;
+  const emit = memoRenderer<string>((x, emit) => {
     let v: string;
     switch (x.op) {
       case "int":
@@ -121,9 +118,8 @@ export function renderMaskFunction(name: string, mask: MaskExpr, decode: TokenDe
         }
       }
     }
-    memo.set(x, v);
     return v;
-  };
+  });
   const result = emit(mask);
   return `${t.signature(name)} {\n${[...lines, ...body].map((l) => `  ${l}`).join("\n")}${lines.length + body.length ? "\n" : ""}  return ${result};\n}`;
 }

@@ -2,7 +2,7 @@
 // evaluating the mask at a point (the oracle, the reference, witness search) and one for evaluating it
 // over coordinate intervals (the symbolic block classifier). Generated code is straight-line, so V8
 // compiles it to a few dozen machine instructions — thousands of times faster than walking the tree.
-import { floorDiv, floorMod, type MaskExpr } from "./maskExpr.ts";
+import { floorDiv, floorMod, memoRenderer, type MaskExpr } from "./maskExpr.ts";
 
 /** Point inputs, in this order: q.frame, q.row, q.col, q.index, q.text (0/1), then the same for k. */
 export type PointFn = (p: Int32Array | Float64Array | number[]) => boolean;
@@ -27,10 +27,7 @@ export function compilePoint(e: MaskExpr): PointFn {
   if (hit) return hit;
   const lines: string[] = [];
   let n = 0;
-  const memo = new Map<MaskExpr, string>();
-  const emit = (x: MaskExpr): string => {
-    const known = memo.get(x);
-    if (known) return known;
+  const emit = memoRenderer<string>((x, emit) => {
     let v: string;
     switch (x.op) {
       case "int":
@@ -52,9 +49,8 @@ export function compilePoint(e: MaskExpr): PointFn {
         lines.push(`const ${v} = ${expr};`);
       }
     }
-    memo.set(x, v);
     return v;
-  };
+  });
   const result = emit(e);
   const fn = new Function(
     "floorDiv",
@@ -106,10 +102,7 @@ export function compileInterval(e: MaskExpr): IntervalFn {
   if (hit) return hit;
   const lines: string[] = [];
   let n = 0;
-  const memo = new Map<MaskExpr, [string, string]>();
-  const emit = (x: MaskExpr): [string, string] => {
-    const known = memo.get(x);
-    if (known) return known;
+  const emit = memoRenderer<[string, string]>((x, emit) => {
     let r: [string, string];
     if (x.op === "int" || x.op === "bool") {
       const v = x.op === "int" ? String(x.value) : x.value ? "1" : "0";
@@ -124,9 +117,8 @@ export function compileInterval(e: MaskExpr): IntervalFn {
       lines.push(`let ${lo}, ${hi};`, intervalOp(x.op, a, lo, hi));
       r = [lo, hi];
     }
-    memo.set(x, r);
     return r;
-  };
+  });
   const [lo, hi] = emit(e);
   const fn = new Function(
     "floorDiv",

@@ -198,6 +198,22 @@ export function usedCoords(e: MaskExpr): { q: Set<Coord | "text">; k: Set<Coord 
   return used;
 }
 
+/**
+ * A renderer over the expression DAG that handles each shared node once (code generators name a
+ * node's value on first use and refer to it after): `render` gets the node and this same memoized
+ * renderer for its operands.
+ */
+export function memoRenderer<T>(render: (x: MaskExpr, sub: (y: MaskExpr) => T) => T): (x: MaskExpr) => T {
+  const memo = new Map<MaskExpr, T>();
+  const sub = (x: MaskExpr): T => {
+    if (memo.has(x)) return memo.get(x)!;
+    const v = render(x, sub);
+    memo.set(x, v);
+    return v;
+  };
+  return sub;
+}
+
 export function nodeCount(e: MaskExpr): number {
   let n = 1;
   for (const a of args(e)) n += nodeCount(a);
