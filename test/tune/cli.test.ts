@@ -53,7 +53,8 @@ describe("tilec tune / build CLI", () => {
     "tune --json on SwiftShader stores winners, --no-save does not; emit then uses them",
     async () => {
       process.env.TILEC_CACHE_DIR = join(dir, "cache-a");
-      const r = await run([
+      // The smallest WGSL tuning run: one candidate beside the default, one timed repetition.
+      const quickTune = [
         "tune",
         spec,
         "--target",
@@ -64,25 +65,13 @@ describe("tilec tune / build CLI", () => {
         "--reps",
         "1",
         "--no-progress",
-        "--json",
-        "--no-save",
-      ]);
+      ];
+      const r = await run([...quickTune, "--json", "--no-save"]);
       expect(r.code, r.err).toBe(0);
       expect(JSON.parse(r.out).kernels[0].winner.status).toBe("ok");
       expect(existsSync(join(dir, "cache-a", "tune.json"))).toBe(false);
       process.env.TILEC_CACHE_DIR = join(dir, "cache-b");
-      const t = await run([
-        "tune",
-        spec,
-        "--target",
-        "wgsl",
-        "--swiftshader",
-        "--top",
-        "1",
-        "--reps",
-        "1",
-        "--no-progress",
-      ]);
+      const t = await run(quickTune);
       expect(t.code, t.err).toBe(0);
       expect(t.out).toMatch(/winners stored in .*cache-b\/tune\.json/);
       expect(t.out).toMatch(/pruned \d+ of \d+ before compiling/);
