@@ -107,7 +107,7 @@ function concatLists(ids: Int32Array, perSig: Int32Array[]): Csr {
   return { offsets, indices };
 }
 
-function signatures(
+export function signatures(
   layout: Layout,
   n: number,
   block: number,

@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { cpus } from "node:os";
 import { basename, join } from "node:path";
 import { promisify } from "node:util";
-import { emitCuda, PARAMS_BYTES } from "../backends/cuda/emit.ts";
+import { emitCuda, PARAMS_BYTES, planSections } from "../backends/cuda/emit.ts";
 import { findNvcc, NVCC_FLAGS, nvccVersion } from "../backends/cuda/nvcc.ts";
 import type { CudaArch } from "../backends/cuda/target.ts";
 import {
@@ -122,9 +122,9 @@ export async function buildPackage(
       const cu = `${k.name}.cu`;
       const planFile = `${k.name}.cuda.plan.bin`;
       const p = ir.plan;
-      const sections = [p.full.offsets, p.full.indices, p.partial.offsets, p.partial.indices, ir.qOrder];
+      const sections = planSections(ir);
       outputs.set(cu, src.source);
-      outputs.set(planFile, int32Bytes(sections));
+      outputs.set(planFile, int32Bytes(sections.map((s) => s.data)));
       const files: Record<string, string> = { source: cu, plan: planFile };
       const sourceSha256 = sha256(src.source);
       if (nvcc) {
@@ -159,9 +159,7 @@ export async function buildPackage(
           numQBlocks: p.numQBlocks,
           numKvBlocks: p.numKvBlocks,
           blocks: p.counts,
-          sections: ["full_offsets", "full_indices", "partial_offsets", "partial_indices", "q_order"].map(
-            (name, i) => ({ name, length: sections[i]!.length }),
-          ),
+          sections: sections.map((s) => ({ name: s.name, length: s.data.length })),
         },
         tuned: chosen.tuned ? tunedSummary(chosen.tuned) : null,
       };

@@ -46,6 +46,7 @@ export const TILEC_PARAMS: readonly ParamField[] = layout([
   ["partial_offsets", "ptr"],
   ["partial_indices", "ptr"],
   ["q_order", "ptr"],
+  ["partial_classes", "ptr"],
 ]);
 
 const last = TILEC_PARAMS[TILEC_PARAMS.length - 1]!;

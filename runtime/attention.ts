@@ -2,7 +2,7 @@
 // Compiles a spec's kernel through the pipeline (plan → IR → CUDA source → NVRTC, disk-cached), uploads
 // the plan's CSR lists once, and launches with strides for [batch, seq, heads, dim] or
 // [batch, heads, seq, dim] tensors.
-import { emitCuda, PARAMS_BYTES, type CudaKernelSource } from "../backends/cuda/emit.ts";
+import { emitCuda, PARAMS_BYTES, planSections, type CudaKernelSource } from "../backends/cuda/emit.ts";
 import { CUDA_ARCHS, type CudaArch } from "../backends/cuda/target.ts";
 import type { CheckedSpec } from "../compiler/check.ts";
 import type { KernelConfig, KernelIR } from "../compiler/lower.ts";
@@ -58,10 +58,7 @@ export class CudaAttention {
     device: CudaDevice,
   ) {
     this.kernel = module.getKernel(ir.entry);
-    const p = ir.plan;
-    this.planBuffers = [p.full.offsets, p.full.indices, p.partial.offsets, p.partial.indices, ir.qOrder].map(
-      (a) => device.fromHost(a, "i32"),
-    );
+    this.planBuffers = planSections(ir).map((s) => device.fromHost(s.data, "i32"));
   }
 
   /** Element strides (batch, seq, head) of a tensor with `heads` heads in the given layout. */
@@ -70,7 +67,7 @@ export class CudaAttention {
     return layout === "bshd" ? [s * heads * d, heads * d, d] : [heads * s * d, d, s * d];
   }
 
-  /** Packs `struct TilecParams` (templates/ptx.cuh) into its 184 bytes. */
+  /** Packs `struct TilecParams` (templates/ptx.cuh) into its PARAMS_BYTES bytes. */
   params(
     q: DeviceBuffer,
     k: DeviceBuffer,

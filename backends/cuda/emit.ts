@@ -27,8 +27,25 @@ function template(name: string): string {
   return t;
 }
 
-/** Byte layout of `struct TilecParams` (templates/ptx.cuh): 192 bytes, natural alignment. */
-export const PARAMS_BYTES = 192;
+/** Byte layout of `struct TilecParams` (templates/ptx.cuh): 200 bytes, natural alignment. */
+export const PARAMS_BYTES = 200;
+
+/**
+ * The plan arrays a kernel reads from device memory, in `struct TilecParams` order (each is one
+ * pointer field of the same name). The runtime uploads them; `tilec build` writes them to the plan
+ * file its loaders read. One list, so the two never disagree on order.
+ */
+export function planSections(ir: KernelIR): { name: string; data: Int32Array }[] {
+  const p = ir.plan;
+  return [
+    { name: "full_offsets", data: p.full.offsets },
+    { name: "full_indices", data: p.full.indices },
+    { name: "partial_offsets", data: p.partial.offsets },
+    { name: "partial_indices", data: p.partial.indices },
+    { name: "q_order", data: ir.qOrder },
+    { name: "partial_classes", data: ir.subPlan.classes },
+  ];
+}
 
 export interface CudaLaunch {
   readonly grid: readonly [number, number, number];
@@ -78,6 +95,8 @@ export function emitCuda(ir: KernelIR, arch: CudaArch): CudaKernelSource {
     `// The block plan arrives as CSR lists in device memory (TilecParams.full_* / partial_*): for query`,
     `// block qb, full kv blocks full_indices[full_offsets[qb] .. full_offsets[qb+1]) need no element mask;`,
     `// partial ones apply tilec_mask below. Empty blocks appear in neither list and are never touched.`,
+    `// Inside partial blocks, 16 x 8 sub-tiles are classified too (TilecParams.partial_classes): ${ir.subPlan.counts.full} full,`,
+    `// ${ir.subPlan.counts.empty} empty, ${ir.subPlan.counts.partial} partial; only a warp whose sub-tiles include a partial one evaluates tilec_mask.`,
   ].join("\n");
   const defines = [
     `#define TILEC_HEAD_DIM ${ir.headDim}`,
@@ -155,9 +174,20 @@ export function cudaManifest(
         "seq_len, num_heads, num_kv_heads: int32; scale_log2: float32 (softmax scale * log2 e)",
         "full_offsets, full_indices, partial_offsets, partial_indices: const int32* (the plan's CSR lists)",
         "q_order: const int32* (qOrder: query blocks, heaviest first; blockIdx.x is the position)",
+        "partial_classes: const uint32* (16-row x 8-key sub-tile classes of partial blocks, 2 bits each; see plan.subTiles)",
       ],
     },
-    plan: { ...planManifest(ir), qOrder: Array.from(ir.qOrder) },
+    plan: {
+      ...planManifest(ir),
+      qOrder: Array.from(ir.qOrder),
+      subTiles: {
+        rows: 16,
+        cols: 8,
+        wordsPerStripe: ir.subPlan.wordsPerStripe,
+        counts: ir.subPlan.counts,
+        classes: Array.from(ir.subPlan.classes, (w) => w >>> 0),
+      },
+    },
     hash: ir.hash,
   };
 }

@@ -55,7 +55,7 @@ export interface CudaManifest {
     sharedBytes: number;
   };
   readonly params: { bytes: number; fields: readonly ParamField[] };
-  /** The plan file's int32 sections, in order: full/partial offsets and indices, then q_order. */
+  /** The plan file's int32 sections, in order: full/partial offsets and indices, q_order, partial_classes. */
   readonly plan: { sections: readonly { name: string; length: number }[] };
 }
 

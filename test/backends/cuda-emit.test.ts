@@ -55,7 +55,7 @@ describe("CUDA emitter", () => {
     const src = emitCuda(i, "sm_80");
     const m = cudaManifest(i, src, { source: "tile_1_7.cu" }) as Record<string, any>;
     expect(m.entry).toBe(src.entry);
-    expect(m.params.bytes).toBe(192);
+    expect(m.params.bytes).toBe(200);
     expect(m.plan.qOrder).toHaveLength(225);
     expect(m.plan.blockKv).toBe(64);
     expect(m.plan.full.offsets).toHaveLength(226);

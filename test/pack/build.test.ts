@@ -11,6 +11,7 @@ import type { CheckedSpec } from "../../compiler/check.ts";
 import { lowerKernel } from "../../compiler/lower.ts";
 import { compileSpec, planKernel } from "../../compiler/pipeline.ts";
 import { findNvcc } from "../../backends/cuda/nvcc.ts";
+import { PARAMS_BYTES } from "../../backends/cuda/emit.ts";
 import { buildPackage } from "../../pack/build.ts";
 import { TILEC_PARAMS } from "../../pack/params.ts";
 import { CudaPackage, packParams, type CudaRuntime } from "../../pack/runtime/cuda.ts";
@@ -138,7 +139,7 @@ describe("tilec build", () => {
       // The runtime's packer on the same IR (the package's default config for sm_90) and pointers.
       const ir = lowerKernel(planKernel(s.kernels.get("a")!), "pkg.tile", undefined, "sm_90");
       const attn = Object.create(CudaAttention.prototype) as CudaAttention;
-      const planPtrs = [1, 2, 3, 4, 5].map((i) => ({ ptr: 0x10000n + BigInt(i) * 0x1000n, length: 1 }));
+      const planPtrs = [1, 2, 3, 4, 5, 6].map((i) => ({ ptr: 0x10000n + BigInt(i) * 0x1000n, length: 1 }));
       Object.assign(attn, { ir, planBuffers: planPtrs });
       const want = attn.params(
         q as unknown as DeviceBuffer,
@@ -175,7 +176,7 @@ describe("tilec build", () => {
         (f, i) => (values[f.name] = f.type === "f32" ? 0.125 * (i + 1) : 1000003 * (i + 1)),
       );
       values.q_seq_stride = -7; // signed 64-bit
-      const ts = Buffer.from(packParams(TILEC_PARAMS, 192, values)).toString("hex");
+      const ts = Buffer.from(packParams(TILEC_PARAMS, PARAMS_BYTES, values)).toString("hex");
       const py = spawnSync(
         "python3",
         [

@@ -97,6 +97,7 @@ constexpr float RESCALE_TH = 8.0f;
 constexpr int NCH = BKV / SKV;  // softmax steps per kv block
 constexpr int SNT = SKV / 8;    // 8-key n-tiles per step
 constexpr int MASK_WORDS = (MT * SNT * 4 + 31) / 32;  // one bit per S element of a thread
+constexpr int CLASS_WORDS = (BKV / 8 + 15) / 16;      // sub-tile class words per 16-row stripe
 static_assert(SKV % 16 == 0 && BKV % SKV == 0, "TILEC_SUB_KV must be a multiple of 16 dividing BLOCK_KV");
 
 // XOR swizzle on 16-byte chunks. Rows are D*2 bytes with no padding; an 8x8
@@ -313,10 +314,31 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
       // tilec_mask runs on indices clamped into [0, seq) so masks that index tables stay in
       // bounds; the bounds are AND-ed in afterwards. tilec_opaque keeps the compiler from
       // hoisting per-row mask terms out of the kv loop, where they would hold registers.
+      //
+      // Sub-tile classes first (compiler/subPlan.ts; TilecParams.partial_classes): when every
+      // 16 x 8 sub-tile of this warp's rows in this block is FULL or EMPTY (always, for Attention
+      // Tile masks), the predicates are never evaluated and the classes alone mask S. The classes
+      // are uniform across the warp, so `elementwise` never diverges.
+      u32 cls[MT][CLASS_WORDS];
+      bool elementwise = false;
+      if (partial) {
+        const int entry = (int)(p_idx - p.partial_indices) + j - n_full;  // p_idx is live anyway
+        u32 any = 0u;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int w = 0; w < CLASS_WORDS; ++w) {
+            cls[mt][w] = p.partial_classes
+                             ? __ldg(p.partial_classes + (entry * (BQ / 16) + warp * MT + mt) * CLASS_WORDS + w)
+                             : 0x55555555u;
+            any |= cls[mt][w] & ~(cls[mt][w] >> 1) & 0x55555555u;  // a PARTIAL (01) sub-tile
+          }
+        elementwise = any != 0u;
+      }
       u32 keep[MASK_WORDS];
 #pragma unroll
       for (int w = 0; w < MASK_WORDS; ++w) keep[w] = 0u;
-      if (partial) {
+      if (elementwise) {
         const int q0c = q0;  // kept live (cheaper here than reloading: measured by ptxas -v)
 #pragma unroll
         for (int nt = 0; nt < SNT; ++nt)
@@ -335,6 +357,15 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
                 const int bit = (mt * SNT + nt) * 4 + 2 * hh + cc;
                 keep[bit >> 5] |= (ok ? 1u : 0u) << (bit & 31);
               }
+          }
+      } else if (partial) {
+        // Uniform sub-tiles: a FULL one keeps its 4 elements per thread, an EMPTY one none.
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int nt = 0; nt < SNT; ++nt) {
+            const int bt = ch * SNT + nt, bit = (mt * SNT + nt) * 4;  // n-tile in the block; first bit
+            if ((cls[mt][bt / 16] >> (2 * (bt % 16) + 1)) & 1u) keep[bit >> 5] |= 0xfu << (bit & 31);
           }
       }
 

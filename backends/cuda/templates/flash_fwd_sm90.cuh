@@ -62,6 +62,7 @@ constexpr int TILE_KV_BYTES = BKV * D * 2;
 constexpr int STAGE_BYTES = 2 * TILE_KV_BYTES;
 constexpr int SNT = BKV / 8;             // 8-key n-tiles of S per thread
 constexpr int MASK_WORDS = (SNT * 4 + 31) / 32;
+constexpr int CLASS_WORDS = (SNT + 15) / 16;  // sub-tile class words per 16-row stripe (ptx.cuh)
 
 static_assert(D % 32 == 0 && D >= 64 && D <= 128, "sm90 template: head dim 64, 96 or 128");
 static_assert(BQ == 64 || BQ == 128, "sm90 template: 64 or 128 query rows (1 or 2 consumer warpgroups)");
@@ -186,6 +187,33 @@ __device__ __forceinline__ void apply_mask(float (&s)[BKV / 2], const u32 (&keep
 #pragma unroll
   for (int bit = 0; bit < SNT * 4; ++bit)
     if (!((keep[bit >> 5] >> (bit & 31)) & 1u)) s[bit] = TILEC_NEG_INF;
+}
+
+// Sub-tile classes of a partial tile (compiler/subPlan.ts): this warp's 16 rows, 2 bits per n-tile.
+// A partial tile whose classes are all FULL or EMPTY (every Attention Tile mask: frame boundaries
+// fall on multiples of 16 tokens) needs no predicate at all: one FSEL per element from the class
+// bits, against ~600 instructions per thread for evaluating the mask on 64 elements. The classes
+// are the same for all lanes of a warp, so the choice between the two paths never diverges.
+__device__ __forceinline__ void load_classes(u32 (&cls)[CLASS_WORDS], const unsigned* classes, int entry, int stripe) {
+#pragma unroll
+  for (int w = 0; w < CLASS_WORDS; ++w)
+    cls[w] = classes ? __ldg(classes + (entry * (BQ / 16) + stripe) * CLASS_WORDS + w) : 0x55555555u;
+}
+
+__device__ __forceinline__ bool any_partial_subtile(const u32 (&cls)[CLASS_WORDS]) {
+  u32 any = 0u;
+#pragma unroll
+  for (int w = 0; w < CLASS_WORDS; ++w) any |= cls[w] & ~(cls[w] >> 1) & 0x55555555u;  // class 01
+  return any != 0u;
+}
+
+__device__ __forceinline__ void apply_classes(float (&s)[BKV / 2], const u32 (&cls)[CLASS_WORDS]) {
+#pragma unroll
+  for (int nt = 0; nt < SNT; ++nt) {
+    const bool keep = (cls[nt / 16] >> (2 * (nt % 16) + 1)) & 1u;  // FULL = 10
+#pragma unroll
+    for (int e = 0; e < 4; ++e) s[nt * 4 + e] = keep ? s[nt * 4 + e] : TILEC_NEG_INF;
+  }
 }
 
 // Keys past seq_len in the ragged last tile of a full block.
@@ -348,7 +376,8 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
   // Mask + softmax of S_j (issued, maybe in flight); waits for all but `pending` wgmma groups.
   // The element mask of a partial tile is evaluated before its wgmmas are issued: then S is not
   // yet live (P of the previous tile and O are), and the mask arithmetic fits beside them.
-  auto scores_to_p = [&](int j, int kb, bool pv_in_flight, const u32(&keep)[MASK_WORDS]) {
+  auto scores_to_p = [&](int j, int kb, bool pv_in_flight, const u32(&keep)[MASK_WORDS],
+                         const u32(&cls)[CLASS_WORDS], bool elementwise) {
     const int k0 = kb * BKV;
     const bool partial = j >= n_full;
     if (pv_in_flight)
@@ -356,8 +385,10 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
     else
       tilec_wgmma_wait<0>();
     tilec_reg_fence(s);
-    if (partial)
+    if (partial && elementwise)
       apply_mask(s, keep);
+    else if (partial)
+      apply_classes(s, cls);
     else if (k0 + BKV > seq)
       mask_tail(s, k0, seq, lane & 3);
     float corr[2];
@@ -390,10 +421,19 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
     if (PINGPONG && !(last && last_turn_skips)) tilec_named_barrier_arrive(3 + (wg ^ 1), 256);
   };
   if (PINGPONG && wg == 1 && total > 0) tilec_named_barrier_arrive(3, 256);
+  // The element mask of a partial tile, or its sub-tile classes when they decide every element.
+  const int stripe = wg * 4 + warp;
+  auto prepare_partial = [&](int j, int kb, u32(&keep)[MASK_WORDS], u32(&cls)[CLASS_WORDS]) -> bool {
+    if (j < n_full) return false;
+    load_classes(cls, p.partial_classes, p_beg + j - n_full, stripe);
+    const bool elementwise = any_partial_subtile(cls);
+    if (elementwise) mask_bits(keep, q0 + row0, kb * BKV, seq, lane & 3);
+    return elementwise;
+  };
   if (total > 0) {
     const int kb = tile_of(0);
-    u32 keep[MASK_WORDS];
-    if (n_full == 0) mask_bits(keep, q0 + row0, kb * BKV, seq, lane & 3);
+    u32 keep[MASK_WORDS], cls[CLASS_WORDS];
+    const bool elementwise = prepare_partial(0, kb, keep, cls);
     tilec_mbar_wait(barFull, 0);
     tilec_fence_proxy_async();
     turn_begin();
@@ -401,14 +441,14 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
     issue_s(s, dQ, qf, sKV);
     tilec_wgmma_commit();
     turn_end(false);
-    scores_to_p(0, kb, false, keep);
+    scores_to_p(0, kb, false, keep, cls, elementwise);
   }
 #pragma unroll 1
   for (int j = 1; j < total; ++j) {
     const int kb = tile_of(j);
     const int slot = j % STAGES, prev = (j + STAGES - 1) % STAGES;
-    u32 keep[MASK_WORDS];
-    if (j >= n_full) mask_bits(keep, q0 + row0, kb * BKV, seq, lane & 3);
+    u32 keep[MASK_WORDS], cls[CLASS_WORDS];
+    const bool elementwise = prepare_partial(j, kb, keep, cls);
     tilec_mbar_wait(barFull + 8 * slot, (j / STAGES) & 1);
     tilec_fence_proxy_async();
     tilec_reg_fence(o);
@@ -419,7 +459,7 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
     issue_pv(o, pa, sKV + prev * STAGE_BYTES + TILE_KV_BYTES);
     tilec_wgmma_commit();
     turn_end(false);
-    scores_to_p(j, kb, true, keep);
+    scores_to_p(j, kb, true, keep, cls, elementwise);
   }
   if (total > 0) {
     tilec_reg_fence(o);

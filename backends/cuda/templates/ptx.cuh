@@ -21,7 +21,7 @@ typedef unsigned long long u64;
 
 // ---------------------------------------------------------------- kernel ABI
 // Kernel parameter block, passed by value to every tilec attention kernel
-// (bf16/fp16 and fp32 alike). Byte layout (natural alignment, sizeof == 184,
+// (bf16/fp16 and fp32 alike). Byte layout (natural alignment, sizeof == 200,
 // align 8); strides are in ELEMENTS, the head-dim stride is 1:
 //     0 q  8 k  16 v  24 o  32 lse                      (8-byte pointers)
 //    40 q_batch_stride  48 q_seq_stride  56 q_head_stride   (int64)
@@ -30,6 +30,7 @@ typedef unsigned long long u64;
 //   112 o_batch_stride 120 o_seq_stride 128 o_head_stride
 //   136 seq_len  140 num_heads  144 num_kv_heads  (int32)  148 scale_log2 (f32)
 //   152 full_offsets  160 full_indices  168 partial_offsets  176 partial_indices
+//   184 q_order  192 partial_classes
 // Requirements: base pointers 16-byte aligned and batch/seq/head strides
 // multiples of 16 bytes' worth of elements (16-byte cp.async and stores);
 // num_heads % num_kv_heads == 0 (GQA: kv head = head / (num_heads/num_kv_heads));
@@ -58,8 +59,12 @@ struct TilecParams {
   const int* partial_offsets;
   const int* partial_indices;
   const int* q_order;  // [num_q_blocks] launch order of query blocks, or null for 0, 1, 2, ...
+  // The plan's second level (compiler/subPlan.ts): for partial-list entry e and 16-row stripe s,
+  // W = ceil(BLOCK_KV / 128) words at (e * (BLOCK_Q / 16) + s) * W, 2 bits per 8-key n-tile
+  // (0 empty, 1 partial, 2 full). Null: every sub-tile partial (the element mask decides).
+  const unsigned* partial_classes;
 };
-static_assert(sizeof(TilecParams) == 192, "TilecParams layout changed: update the TS packer");
+static_assert(sizeof(TilecParams) == 200, "TilecParams layout changed: update the TS packer");
 
 // Returns x unchanged, but the compiler must assume it changed: recomputing a
 // cheap value inside a loop beats holding it in a register across the loop.
