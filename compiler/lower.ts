@@ -78,6 +78,11 @@ export interface KernelIR {
    * would run alone at the end of the grid.
    */
   readonly qOrder: Int32Array;
+  /**
+   * How many of qOrder's first positions are heavy (more than 1.5× the mean work): the kernels run
+   * them for every head before any light block (tilec_work_item in backends/cuda/templates/ptx.cuh).
+   */
+  readonly heavyRows: number;
   /** Logical launch geometry: one thread block per (query block, head, batch). */
   readonly grid: readonly [number, number, number];
   readonly threads: number;
@@ -185,18 +190,35 @@ export function lowerKernel(
     density: kp.stats.density,
     kernelDensity: (plan.counts.full + plan.counts.partial) / (plan.numQBlocks * plan.numKvBlocks),
     qOrder: heaviestFirst(plan),
+    heavyRows: heavyRows(plan),
     grid: [plan.numQBlocks, l.heads, l.batch],
     threads: cfg.warps * 32,
     scale: 1 / Math.sqrt(l.headDim),
   };
 }
 
-/** Query blocks sorted by descending tile count (partial tiles weigh a little more), stable. */
-export function heaviestFirst(plan: BlockPlan): Int32Array {
-  const work = (qb: number) =>
+/** A query block's work in tiles (partial tiles weigh a little more). */
+function rowWork(plan: BlockPlan, qb: number): number {
+  return (
     plan.full.offsets[qb + 1]! -
     plan.full.offsets[qb]! +
-    1.1 * (plan.partial.offsets[qb + 1]! - plan.partial.offsets[qb]!);
+    1.1 * (plan.partial.offsets[qb + 1]! - plan.partial.offsets[qb]!)
+  );
+}
+
+/** Query blocks with more than 1.5× the mean work (the rows of global frames, for Attention Tile). */
+export function heavyRows(plan: BlockPlan): number {
+  let total = 0;
+  for (let qb = 0; qb < plan.numQBlocks; qb++) total += rowWork(plan, qb);
+  const mean = total / plan.numQBlocks;
+  let heavy = 0;
+  for (let qb = 0; qb < plan.numQBlocks; qb++) if (rowWork(plan, qb) > 1.5 * mean) heavy++;
+  return heavy;
+}
+
+/** Query blocks sorted by descending work, stable. */
+export function heaviestFirst(plan: BlockPlan): Int32Array {
+  const work = (qb: number) => rowWork(plan, qb);
   const order = Array.from({ length: plan.numQBlocks }, (_, i) => i);
   order.sort((a, b) => work(b) - work(a) || a - b);
   return Int32Array.from(order);

@@ -91,7 +91,7 @@ export function emitCuda(ir: KernelIR, arch: CudaArch): CudaKernelSource {
       ? `//   config:  ${configKey(ir.config)} (${ir.config.warps} warps: 1 producer + ${ir.blockQ / 64} consumer warpgroups, ${ir.config.stages} K/V stages), ${arch} (compiled for sm_90a), template ${which}`
       : `//   config:  ${configKey(ir.config)} (${ir.config.warps} warps, ${ir.config.stages} K/V stages), ${arch}, template ${which}`,
     `//   spec hash ${ir.hash}`,
-    `// Launch: grid (${ir.grid.join(", ")}) = (query blocks in qOrder, heads, batch), block (${ir.threads}), dynamic shared memory ${smem} bytes.`,
+    `// Launch: grid (${ir.grid.join(", ")}) = (query blocks in qOrder, heads, batch; heavy blocks of all heads dispatched first), block (${ir.threads}), dynamic shared memory ${smem} bytes.`,
     `// The block plan arrives as CSR lists in device memory (TilecParams.full_* / partial_*): for query`,
     `// block qb, full kv blocks full_indices[full_offsets[qb] .. full_offsets[qb+1]) need no element mask;`,
     `// partial ones apply tilec_mask below. Empty blocks appear in neither list and are never touched.`,
@@ -104,6 +104,8 @@ export function emitCuda(ir: KernelIR, arch: CudaArch): CudaKernelSource {
     `#define TILEC_BLOCK_KV ${ir.blockKv}`,
     `#define TILEC_NUM_WARPS ${ir.config.warps}`,
     `#define TILEC_STAGES ${ir.config.stages}`,
+    `#define TILEC_NUM_Q_BLOCKS ${ir.grid[0]}`,
+    `#define TILEC_HEAVY_ROWS ${ir.heavyRows}  // heavy query blocks (qOrder's first), run first for every head`,
     `#define ${dtypeDefine} 1`,
     `#define TILEC_KERNEL_NAME ${ir.entry}`,
   ].join("\n");
@@ -180,6 +182,7 @@ export function cudaManifest(
     plan: {
       ...planManifest(ir),
       qOrder: Array.from(ir.qOrder),
+      heavyRows: ir.heavyRows,
       subTiles: {
         rows: 16,
         cols: 8,

@@ -90,10 +90,12 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, 1) TILEC_KERN
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int rl = lane >> 3, cl = lane & 7;
-  // blockIdx.x walks query blocks in the host's work order (heaviest first, so light blocks
-  // fill the last wave instead of a heavy one trailing it); q_order maps the position to the
-  // query block. Without an order it is plain 0, 1, 2, ...
-  const int qi = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  // The host's work order (tilec_work_item, ptx.cuh): heavy query blocks of every head first, so
+  // light blocks fill the last wave instead of a heavy one trailing it; q_order maps the position
+  // to the query block. Without an order it is plain 0, 1, 2, ...
+  int qi, h;
+  tilec_work_item(blockIdx.x, blockIdx.y, qi, h);
+  const int b = blockIdx.z;
   const int qb = p.q_order ? p.q_order[qi] : qi;
   const int hkv = h / (p.num_heads / p.num_kv_heads);
   const int seq = p.seq_len;

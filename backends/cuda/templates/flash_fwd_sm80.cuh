@@ -164,13 +164,15 @@ struct alignas(16) U4 {
 
 }  // namespace tilec_fa
 
-// First query row of this CTA, recomputed for the epilogue instead of held across the kv loop: with
-// the host's work order it comes from memory (q_order), so unlike blockIdx it cannot be
-// rematerialized for free, and at d = 96 the loop has no register to spare. The opaque
-// blockIdx keeps the compiler from merging the recomputation with the prologue's value.
-__device__ __forceinline__ int tilec_q_row0(const TilecParams& p) {
-  const int qi = tilec_opaque((int)blockIdx.x);
-  return (p.q_order ? __ldg(p.q_order + qi) : qi) * TILEC_BLOCK_Q;
+// First query row and head of this CTA, recomputed for the epilogue instead of held across the kv
+// loop: with the host's work order they come from memory (q_order) and arithmetic
+// (tilec_work_item), so unlike blockIdx they cannot be rematerialized for free, and at d = 96 the
+// loop has no register to spare. The opaque blockIdx keeps the compiler from merging the
+// recomputation with the prologue's values.
+__device__ __forceinline__ void tilec_epilogue_item(const TilecParams& p, int& q0, int& h) {
+  int qi;
+  tilec_work_item(tilec_opaque((int)blockIdx.x), tilec_opaque((int)blockIdx.y), qi, h);
+  q0 = (p.q_order ? __ldg(p.q_order + qi) : qi) * TILEC_BLOCK_Q;
 }
 
 extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTAS)
@@ -180,10 +182,12 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int g = lane >> 2, t = lane & 3;  // mma fragment row group / column pair
-  // blockIdx.x walks query blocks in the host's work order (heaviest first, so light blocks
-  // fill the last wave instead of a heavy one trailing it); q_order maps the position to the
-  // query block. Without an order it is plain 0, 1, 2, ...
-  const int qi = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  // The host's work order (tilec_work_item, ptx.cuh): heavy query blocks of every head first, so
+  // light blocks fill the last wave instead of a heavy one trailing it; q_order maps the position
+  // to the query block. Without an order it is plain 0, 1, 2, ...
+  int qi, h;
+  tilec_work_item(blockIdx.x, blockIdx.y, qi, h);
+  const int b = blockIdx.z;
   const int qb = p.q_order ? p.q_order[qi] : qi;
   const int hkv = h / (p.num_heads / p.num_kv_heads);
   const int seq = p.seq_len;
@@ -509,9 +513,10 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
     sK = (sK == sKV + (STAGES - 1) * STAGE_BYTES) ? sKV : sK + STAGE_BYTES;
   }
   tilec_cp_async_wait<0>();  // only empty groups can be left; drain anyway
-  const int q0e = tilec_q_row0(p);
-  u16* og = (u16*)p.o + b * p.o_batch_stride + h * p.o_head_stride + q0e * p.o_seq_stride;
-  float* lse = p.lse ? p.lse + ((long long)b * p.num_heads + h) * seq : nullptr;
+  int q0e, he;
+  tilec_epilogue_item(p, q0e, he);
+  u16* og = (u16*)p.o + b * p.o_batch_stride + he * p.o_head_stride + q0e * p.o_seq_stride;
+  float* lse = p.lse ? p.lse + ((long long)b * p.num_heads + he) * seq : nullptr;
 
   // ---- epilogue: finish row sums, normalize, lse, stage O through this warp's
   // own rows of the Q tile (no other warp touches them), then 16-byte stores.

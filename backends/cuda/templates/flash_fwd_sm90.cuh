@@ -284,7 +284,9 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
   __shared__ __align__(8) u64 bars[1 + 2 * STAGES];
 
   const int tid = threadIdx.x;
-  const int qi = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
+  int qi, h;
+  tilec_work_item(blockIdx.x, blockIdx.y, qi, h);
+  const int b = blockIdx.z;
   const int qb = p.q_order ? p.q_order[qi] : qi;
   const int hkv = h / (p.num_heads / p.num_kv_heads);
   const int seq = p.seq_len;

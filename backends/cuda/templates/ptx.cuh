@@ -66,6 +66,37 @@ struct TilecParams {
 };
 static_assert(sizeof(TilecParams) == 200, "TilecParams layout changed: update the TS packer");
 
+// ---------------------------------------------------------------- work order
+// The (q_order position, head) a thread block computes. Blocks are dispatched in linear order, x
+// fastest. q_order lists query blocks heaviest first, and its first TILEC_HEAVY_ROWS positions are
+// blocks with far more work than the average (rows of global frames, which attend to every frame):
+// those run first for every head, head after head, then the light ones, head after head. With the
+// plain (x = position, y = head) order the heavy blocks of the last head would start in the grid's
+// last wave and run alone at its end; head-major inside each phase keeps one head's K/V in L2.
+#ifndef TILEC_HEAVY_ROWS
+#define TILEC_HEAVY_ROWS 0
+#endif
+__device__ __forceinline__ void tilec_work_item(int bx, int by, int& pos, int& h) {
+#if TILEC_HEAVY_ROWS <= 0
+  pos = bx;
+  h = by;
+#else
+  // TILEC_NUM_Q_BLOCKS (= gridDim.x) is a constant of the generated source, so every division
+  // here is by a constant: a multiply-high, no registers held into the main loop.
+  constexpr int NQ = TILEC_NUM_Q_BLOCKS, HEAVY = TILEC_HEAVY_ROWS, LIGHT = NQ - HEAVY;
+  static_assert(HEAVY < NQ, "heavy rows are a strict subset of the query blocks");
+  const int lin = bx + by * NQ, heavy_items = HEAVY * (int)gridDim.y;
+  if (lin < heavy_items) {
+    h = lin / HEAVY;
+    pos = lin - h * HEAVY;
+  } else {
+    const int r = lin - heavy_items;
+    h = r / LIGHT;
+    pos = HEAVY + (r - h * LIGHT);
+  }
+#endif
+}
+
 // Returns x unchanged, but the compiler must assume it changed: recomputing a
 // cheap value inside a loop beats holding it in a register across the loop.
 __device__ __forceinline__ int tilec_opaque(int x) {
