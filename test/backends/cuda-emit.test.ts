@@ -57,6 +57,11 @@ describe("CUDA emitter", () => {
     expect(m.entry).toBe(src.entry);
     expect(m.params.bytes).toBe(200);
     expect(m.plan.qOrder).toHaveLength(225);
+    expect(m.plan.heavyRows).toBe(i.heavyRows);
+    expect(src.source).toContain(`#define TILEC_HEAVY_ROWS ${i.heavyRows}`);
+    // 128 x 64 tiles: one class word per 16-row stripe, 8 stripes per partial tile; all uniform.
+    expect(m.plan.subTiles.classes).toHaveLength(i.plan.counts.partial * 8);
+    expect(m.plan.subTiles.counts.partial).toBe(0);
     expect(m.plan.blockKv).toBe(64);
     expect(m.plan.full.offsets).toHaveLength(226);
     expect(m.launch.grid).toEqual([225, 24, 1]);
