@@ -6,6 +6,7 @@ import type { KernelSpec } from "../compiler/check.ts";
 import { planKernel, type KernelPlan } from "../compiler/pipeline.ts";
 import { planAscii, planSvg } from "../compiler/planPicture.ts";
 import { describeLayout } from "../compiler/layout.ts";
+import { subTilePlan, type SubTilePlan } from "../compiler/subPlan.ts";
 import { CudaConfigError, cudaManifest, emitCuda } from "../backends/cuda/emit.ts";
 import { findNvcc, nvccCompile } from "../backends/cuda/nvcc.ts";
 import { CUDA_ARCHS, type CudaArch } from "../backends/cuda/target.ts";
@@ -39,8 +40,22 @@ function kernelsOf(file: string, only?: string): KernelSpec[] | number {
   return [k];
 }
 
+/** Share of the partial blocks' 16×8 sub-tiles that still evaluate the element mask (compiler/subPlan.ts). */
+function elementMaskShare(p: KernelPlan): { sub: SubTilePlan; share: number } {
+  const sub = subTilePlan(p.plan, p.kernel.layout, p.kernel.mask);
+  const all = sub.counts.full + sub.counts.empty + sub.counts.partial;
+  return { sub, share: all ? sub.counts.partial / all : 0 };
+}
+
+function elementMaskCell(p: KernelPlan): string {
+  if (!p.plan.counts.partial) return "-";
+  const { sub, share } = elementMaskShare(p);
+  return `${(share * 100).toFixed(1)}%${sub.classified ? "" : "*"}`;
+}
+
 export function planJson(p: KernelPlan, withLists = false): Record<string, unknown> {
   const { kernel, plan, stats } = p;
+  const { sub } = elementMaskShare(p);
   return {
     kernel: kernel.name,
     layout: kernel.layout.name,
@@ -52,6 +67,7 @@ export function planJson(p: KernelPlan, withLists = false): Record<string, unkno
     numQBlocks: plan.numQBlocks,
     numKvBlocks: plan.numKvBlocks,
     blocks: { full: plan.counts.full, partial: plan.counts.partial, empty: plan.counts.empty },
+    subTiles: sub.counts,
     density: stats.density,
     sparsity: stats.sparsity,
     flops: stats.flops,
@@ -88,22 +104,38 @@ function planCommand(
     process.stdout.write(JSON.stringify(opts.kernel ? out[0] : out, null, 2) + "\n");
     return EXIT_OK;
   }
-  const rows = plans.map(({ kernel, plan, stats }) => [
-    kernel.name,
-    kernel.maskSource,
-    `${plan.blockQ}x${plan.blockKv}`,
-    plan.counts.full,
-    plan.counts.partial,
-    plan.counts.empty,
-    `${(stats.density * 100).toFixed(2)}%`,
-    `${(stats.sparsity * 100).toFixed(2)}%`,
-    formatFlops(stats.flops),
+  const rows = plans.map((p) => [
+    p.kernel.name,
+    p.kernel.maskSource,
+    `${p.plan.blockQ}x${p.plan.blockKv}`,
+    p.plan.counts.full,
+    p.plan.counts.partial,
+    p.plan.counts.empty,
+    `${(p.stats.density * 100).toFixed(2)}%`,
+    `${(p.stats.sparsity * 100).toFixed(2)}%`,
+    formatFlops(p.stats.flops),
+    elementMaskCell(p),
   ]);
   const layouts = [...new Set(kernels.map((k) => k.layout))];
   for (const l of layouts) process.stdout.write(`layout ${l.name}: ${describeLayout(l)}\n`);
   process.stdout.write(
-    table(rows, ["kernel", "mask", "block", "full", "partial", "empty", "density", "sparsity", "FLOPs"]) +
-      "\n",
+    table(rows, [
+      "kernel",
+      "mask",
+      "block",
+      "full",
+      "partial",
+      "empty",
+      "density",
+      "sparsity",
+      "FLOPs",
+      "elem. mask",
+    ]) +
+      "\n" +
+      "elem. mask: share of the partial blocks' 16x8 sub-tiles that evaluate the mask per element (the rest are uniform)\n" +
+      (rows.some((r) => String(r[9]).endsWith("*"))
+        ? "* too many distinct sub-tiles to classify at compile time: all of them evaluate the mask\n"
+        : ""),
   );
   if (opts.kernel || opts.ascii)
     for (const p of plans) process.stdout.write(`\n${p.kernel.name}\n${planAscii(p.plan)}\n`);

@@ -42,6 +42,8 @@ export interface SubTilePlan {
   readonly wordsPerStripe: number;
   /** The classes, as described above (int32 bit patterns, the runtime's plan-section type). */
   readonly classes: Int32Array;
+  /** False when the mask had more distinct sub-tile pairs than CLASSIFY_BUDGET: all are PARTIAL. */
+  readonly classified: boolean;
   /** Sub-tiles of partial blocks by class: how much element work remains. */
   readonly counts: { readonly empty: number; readonly partial: number; readonly full: number };
 }
@@ -77,10 +79,12 @@ export function subTilePlan(plan: BlockPlan, layout: Layout, mask: MaskExpr): Su
   const partials = plan.partial.indices.length;
   const classes = new Int32Array(partials * stripes * wordsPerStripe);
   const counts = [0, 0, 0];
+  let classified = true;
   try {
     fill();
   } catch (e) {
     if (e !== OVER_BUDGET) throw e;
+    classified = false;
     // Every n-tile PARTIAL (01 per 2 bits); the last word of a stripe may be short.
     for (let i = 0; i < classes.length; i++) {
       const inWord = Math.min(PER_WORD, nTiles - (i % wordsPerStripe) * PER_WORD);
@@ -93,6 +97,7 @@ export function subTilePlan(plan: BlockPlan, layout: Layout, mask: MaskExpr): Su
     stripes,
     wordsPerStripe,
     classes,
+    classified,
     counts: { empty: counts[EMPTY]!, partial: counts[PARTIAL]!, full: counts[2]! },
   };
 

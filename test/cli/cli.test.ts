@@ -27,7 +27,10 @@ describe("tilec CLI", () => {
       blockKv: 128,
       seqLen: 28800,
       blocks: { full: 26319, partial: 1288, empty: 23018 },
+      // 1288 partial blocks x 8 stripes x 16 n-tiles, none needing the element mask
+      subTiles: { partial: 0 },
     });
+    expect(j.subTiles.full + j.subTiles.empty).toBe(1288 * 128);
     expect(Math.abs(j.sparsity * 100 - 45.47)).toBeLessThan(0.01);
     expect(j.density).toBeCloseTo(1 - j.sparsity, 12);
   });
@@ -36,6 +39,7 @@ describe("tilec CLI", () => {
     const r = run(["plan", "examples/efficient-vdit/osp29.tile", "--svg", dir]);
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/tile_1_7 +attention_tile\(1\)/);
+    expect(r.out).toMatch(/tile_1_7 .* 0\.0%\n/);
     expect(readdirSync(dir).sort()).toEqual([
       "full.svg",
       "tile_1_7.svg",

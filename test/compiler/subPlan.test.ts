@@ -74,6 +74,7 @@ describe("sub-tile plan of the Efficient-vDiT masks", () => {
       const kp = planKernel(spec.kernels.get(name) as KernelSpec);
       const sub = subTilePlan(kp.plan, kp.kernel.layout, kp.kernel.mask);
       expect(kp.plan.counts.partial).toBeGreaterThan(0);
+      expect(sub.classified).toBe(true);
       expect(sub.counts.partial).toBe(0);
       expect(sub.counts.full).toBeGreaterThan(0);
       expect(sub.counts.empty).toBeGreaterThan(0);
@@ -89,6 +90,7 @@ describe("sub-tile plan budget", () => {
     const t0 = performance.now();
     const sub = subTilePlan(kp.plan, kp.kernel.layout, kp.kernel.mask);
     expect(performance.now() - t0).toBeLessThan(2000);
+    expect(sub.classified).toBe(false);
     expect(sub.counts).toEqual({ empty: 0, full: 0, partial: kp.plan.counts.partial * 8 * 16 });
     expect(sub.classes.every((w) => w === 0x55555555)).toBe(true);
   });
