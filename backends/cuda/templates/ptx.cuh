@@ -81,8 +81,9 @@ __device__ __forceinline__ void tilec_work_item(int bx, int by, int& pos, int& h
   pos = bx;
   h = by;
 #else
-  // TILEC_NUM_Q_BLOCKS (= gridDim.x) is a constant of the generated source, so every division
-  // here is by a constant: a multiply-high, no registers held into the main loop.
+  // TILEC_NUM_Q_BLOCKS is a constant of the generated source, so every division here is by a
+  // constant: a multiply-high, no registers held into the main loop. Every launcher (runtime,
+  // packaged loaders) takes grid.x from the manifest, which is this same number.
   constexpr int NQ = TILEC_NUM_Q_BLOCKS, HEAVY = TILEC_HEAVY_ROWS, LIGHT = NQ - HEAVY;
   static_assert(HEAVY < NQ, "heavy rows are a strict subset of the query blocks");
   const int lin = bx + by * NQ, heavy_items = HEAVY * (int)gridDim.y;
