@@ -225,47 +225,6 @@ __device__ __forceinline__ void mask_tail(float (&s)[BKV / 2], int k0, int seq, 
       if (k0 + nt * 8 + 2 * t + cc >= seq) s[nt * 4 + cc] = s[nt * 4 + 2 + cc] = TILEC_NEG_INF;
 }
 
-// exp2 on the FMA pipe (FlashAttention-4's idea): x rounded to an integer j through the 1.5·2^23
-// trick, 2^(x-j) on [-0.5, 0.5] by a degree-3 polynomial (relative error 1.1e-4, under bf16's 3.9e-3
-// rounding of P), j added to the exponent bits. Below -126 (masked scores are -inf) it returns 0 like
-// MUFU.EX2.FTZ. TILEC_EXP2_POLY_EVERY = N routes every N-th n-tile of S through it instead of MUFU.
-// Off by default: on the H100 it measured slower at every share (1/8: -1%, 1/4: -4%, 1/2: -11% at
-// osp29), and removing exp2 altogether gains only 7% (bench/NOTES.md step 11): MUFU is not the limit.
-#ifndef TILEC_EXP2_POLY_EVERY
-#define TILEC_EXP2_POLY_EVERY 0
-#endif
-__device__ __forceinline__ float exp2_poly(float x) {
-  const float magic = 12582912.f;  // 1.5 * 2^23
-  const float xc = tilec_fmax(x, -127.f);
-  const float t = __fadd_rn(xc, magic);
-  const float j = __fsub_rn(t, magic);
-  const float f = __fsub_rn(xc, j);
-  const float p = __fmaf_rn(__fmaf_rn(__fmaf_rn(0.05459283f, f, 0.24221838f), f, 0.69336869f), f, 1.f);
-  const float r = __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
-  return x < -126.f ? 0.f : r;
-}
-template <int NT>
-__device__ __forceinline__ float exp2_tile(float x) {
-  constexpr int EVERY = TILEC_EXP2_POLY_EVERY > 0 ? TILEC_EXP2_POLY_EVERY : 1;
-  if constexpr (TILEC_EXP2_POLY_EVERY > 0 && NT % EVERY == EVERY - 1)
-    return exp2_poly(x);
-  else
-    return tilec_exp2(x);
-}
-
-template <int NT>
-struct ExpRow {
-  // Unrolled over n-tiles at compile time so each n-tile's exp2 route is a constant.
-  __device__ __forceinline__ static void run(float (&s)[BKV / 2], float (&red)[SNT], int hh, float sl2, float base) {
-    if constexpr (NT < SNT) {
-      s[NT * 4 + 2 * hh] = exp2_tile<NT>(s[NT * 4 + 2 * hh] * sl2 - base);
-      s[NT * 4 + 2 * hh + 1] = exp2_tile<NT>(s[NT * 4 + 2 * hh + 1] * sl2 - base);
-      red[NT] = s[NT * 4 + 2 * hh] + s[NT * 4 + 2 * hh + 1];
-      ExpRow<NT + 1>::run(s, red, hh, sl2, base);
-    }
-  }
-};
-
 // Online softmax of one tile (base 2, scale folded into one FFMA per score, lazy rescaling; see
 // flash_fwd_sm80.cuh): s becomes P, corr the factor O must be scaled by; returns whether a
 // reference max moved.
@@ -291,16 +250,12 @@ __device__ __forceinline__ bool softmax_step(float (&s)[BKV / 2], float (&m_run)
     corr[hh] = upd ? tilec_exp2(tilec_mul_rn(m_old, sl2) - base) : 1.f;
     grew |= upd;
     m_run[hh] = m_new;
-#if TILEC_EXP2_POLY_EVERY > 0
-    ExpRow<0>::run(s, red, hh, sl2, base);
-#else
 #pragma unroll
     for (int nt = 0; nt < SNT; ++nt) {
       s[nt * 4 + 2 * hh] = tilec_exp2(s[nt * 4 + 2 * hh] * sl2 - base);
       s[nt * 4 + 2 * hh + 1] = tilec_exp2(s[nt * 4 + 2 * hh + 1] * sl2 - base);
       red[nt] = s[nt * 4 + 2 * hh] + s[nt * 4 + 2 * hh + 1];
     }
-#endif
 #pragma unroll
     for (int w = 1; w < SNT; w *= 2)
 #pragma unroll
