@@ -97,7 +97,7 @@ constexpr float RESCALE_TH = 8.0f;
 constexpr int NCH = BKV / SKV;  // softmax steps per kv block
 constexpr int SNT = SKV / 8;    // 8-key n-tiles per step
 constexpr int MASK_WORDS = (MT * SNT * 4 + 31) / 32;  // one bit per S element of a thread
-constexpr int CLASS_WORDS = (BKV / 8 + 15) / 16;      // sub-tile class words per 16-row stripe
+constexpr int CLASS_WORDS = tilec_class_words(BKV);  // sub-tile class words per 16-row stripe
 static_assert(SKV % 16 == 0 && BKV % SKV == 0, "TILEC_SUB_KV must be a multiple of 16 dividing BLOCK_KV");
 
 // XOR swizzle on 16-byte chunks. Rows are D*2 bytes with no padding; an 8x8
@@ -332,10 +332,8 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
           for (int w = 0; w < CLASS_WORDS; ++w) {
-            cls[mt][w] = p.partial_classes
-                             ? __ldg(p.partial_classes + (entry * (BQ / 16) + warp * MT + mt) * CLASS_WORDS + w)
-                             : 0x55555555u;
-            any |= cls[mt][w] & ~(cls[mt][w] >> 1) & 0x55555555u;  // a PARTIAL (01) sub-tile
+            cls[mt][w] = tilec_class_word(p.partial_classes, entry, BQ / 16, warp * MT + mt, CLASS_WORDS, w);
+            any |= tilec_class_partial_bits(cls[mt][w]);
           }
         elementwise = any != 0u;
       }
@@ -369,7 +367,7 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
 #pragma unroll
           for (int nt = 0; nt < SNT; ++nt) {
             const int bt = ch * SNT + nt, bit = (mt * SNT + nt) * 4;  // n-tile in the block; first bit
-            if ((cls[mt][bt / 16] >> (2 * (bt % 16) + 1)) & 1u) keep[bit >> 5] |= 0xfu << (bit & 31);
+            if (tilec_class_full(cls[mt], bt)) keep[bit >> 5] |= 0xfu << (bit & 31);
           }
       }
 

@@ -62,7 +62,7 @@ constexpr int TILE_KV_BYTES = BKV * D * 2;
 constexpr int STAGE_BYTES = 2 * TILE_KV_BYTES;
 constexpr int SNT = BKV / 8;             // 8-key n-tiles of S per thread
 constexpr int MASK_WORDS = (SNT * 4 + 31) / 32;
-constexpr int CLASS_WORDS = (SNT + 15) / 16;  // sub-tile class words per 16-row stripe (ptx.cuh)
+constexpr int CLASS_WORDS = tilec_class_words(BKV);  // sub-tile class words per 16-row stripe (ptx.cuh)
 
 static_assert(D % 32 == 0 && D >= 64 && D <= 128, "sm90 template: head dim 64, 96 or 128");
 static_assert(BQ == 64 || BQ == 128, "sm90 template: 64 or 128 query rows (1 or 2 consumer warpgroups)");
@@ -196,21 +196,20 @@ __device__ __forceinline__ void apply_mask(float (&s)[BKV / 2], const u32 (&keep
 // are the same for all lanes of a warp, so the choice between the two paths never diverges.
 __device__ __forceinline__ void load_classes(u32 (&cls)[CLASS_WORDS], const unsigned* classes, int entry, int stripe) {
 #pragma unroll
-  for (int w = 0; w < CLASS_WORDS; ++w)
-    cls[w] = classes ? __ldg(classes + (entry * (BQ / 16) + stripe) * CLASS_WORDS + w) : 0x55555555u;
+  for (int w = 0; w < CLASS_WORDS; ++w) cls[w] = tilec_class_word(classes, entry, BQ / 16, stripe, CLASS_WORDS, w);
 }
 
 __device__ __forceinline__ bool any_partial_subtile(const u32 (&cls)[CLASS_WORDS]) {
   u32 any = 0u;
 #pragma unroll
-  for (int w = 0; w < CLASS_WORDS; ++w) any |= cls[w] & ~(cls[w] >> 1) & 0x55555555u;  // class 01
+  for (int w = 0; w < CLASS_WORDS; ++w) any |= tilec_class_partial_bits(cls[w]);
   return any != 0u;
 }
 
 __device__ __forceinline__ void apply_classes(float (&s)[BKV / 2], const u32 (&cls)[CLASS_WORDS]) {
 #pragma unroll
   for (int nt = 0; nt < SNT; ++nt) {
-    const bool keep = (cls[nt / 16] >> (2 * (nt % 16) + 1)) & 1u;  // FULL = 10
+    const bool keep = tilec_class_full(cls, nt);
 #pragma unroll
     for (int e = 0; e < 4; ++e) s[nt * 4 + e] = keep ? s[nt * 4 + e] : TILEC_NEG_INF;
   }

@@ -66,6 +66,23 @@ struct TilecParams {
 };
 static_assert(sizeof(TilecParams) == 200, "TilecParams layout changed: update the TS packer");
 
+// ---------------------------------------------------------------- sub-tile classes
+// Decoding of TilecParams.partial_classes (compiler/subPlan.ts): 2 bits per 16-row x 8-key sub-tile
+// of a partial block, EMPTY 00, PARTIAL 01, FULL 10, 16 n-tiles per word. One definition for every
+// template, so the encoding lives in one place on each side of the ABI.
+constexpr int tilec_class_words(int block_kv) { return (block_kv / 8 + 15) / 16; }
+// Word w of stripe `stripe` of partial-list entry `entry`; without classes every sub-tile is PARTIAL.
+__device__ __forceinline__ u32 tilec_class_word(const unsigned* classes, int entry, int stripes, int stripe,
+                                                int words, int w) {
+  return classes ? __ldg(classes + (entry * stripes + stripe) * words + w) : 0x55555555u;
+}
+// Nonzero when the word holds a PARTIAL sub-tile (the element mask must run).
+__device__ __forceinline__ u32 tilec_class_partial_bits(u32 word) { return word & ~(word >> 1) & 0x55555555u; }
+// Whether n-tile nt (of the block) is FULL; `cls` holds the stripe's words.
+__device__ __forceinline__ bool tilec_class_full(const u32* cls, int nt) {
+  return (cls[nt / 16] >> (2 * (nt % 16) + 1)) & 1u;
+}
+
 // ---------------------------------------------------------------- work order
 // The (q_order position, head) a thread block computes. Blocks are dispatched in linear order, x
 // fastest. q_order lists query blocks heaviest first, and its first TILEC_HEAVY_ROWS positions are
