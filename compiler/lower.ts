@@ -2,11 +2,10 @@
 // kernel and a runtime needs to launch it. This is the only place where launch geometry and loop
 // bounds are derived from the plan; backends render, they do not recompute.
 import type { KernelSpec } from "./check.ts";
-import { seqLen, videoStart, videoTokens, type Dtype } from "./layout.ts";
+import { seqLen, videoStart, videoTokens, type Dtype, type Layout } from "./layout.ts";
 import { usedCoords, type Coord, type MaskExpr } from "./maskExpr.ts";
 import type { KernelPlan } from "./pipeline.ts";
 import { buildPlan, type BlockPlan } from "./plan.ts";
-import { subTilePlan, type SubTilePlan } from "./subPlan.ts";
 
 /** Tunable, hashable choices that do not change what is computed, only how. */
 export interface KernelConfig {
@@ -64,8 +63,8 @@ export interface KernelIR {
   readonly planEncoding: PlanEncoding;
   /** The plan the kernel runs (at blockQ × kvTile). */
   readonly plan: BlockPlan;
-  /** The classes of 16 × 8 sub-tiles inside the kernel plan's partial blocks (compiler/subPlan.ts). */
-  readonly subPlan: SubTilePlan;
+  /** The spec's layout (the sub-tile plan, compiler/subPlan.ts, classifies token boxes of it). */
+  readonly layout: Layout;
   /** The spec's plan (at its declared block size): what density and FLOPs are reported against. */
   readonly specPlan: BlockPlan;
   /** Density of the spec's plan. */
@@ -185,7 +184,7 @@ export function lowerKernel(
     // (osp93: 272,000 entries), and unlike closed forms they serve every mask.
     planEncoding: "csr-device",
     plan,
-    subPlan: subTilePlan(plan, l, k.mask),
+    layout: l,
     specPlan: kp.plan,
     density: kp.stats.density,
     kernelDensity: (plan.counts.full + plan.counts.partial) / (plan.numQBlocks * plan.numKvBlocks),

@@ -134,3 +134,19 @@ export function subTileClass(sub: SubTilePlan, partialEntry: number, stripe: num
     sub.classes[(partialEntry * sub.stripes + stripe) * sub.wordsPerStripe + ((nTile / PER_WORD) | 0)]!;
   return (w >>> (2 * (nTile % PER_WORD))) & 3;
 }
+
+const kernelSubPlans = new WeakMap<BlockPlan, SubTilePlan>();
+
+/**
+ * The sub-tile plan of a lowered kernel, computed on first use and kept with its plan: only the CUDA
+ * backend reads it, so lowering for WGSL or the CPU never pays for it. A plan object belongs to one
+ * mask and layout, so it is a sound key (IR copies made by spreading share it).
+ */
+export function kernelSubTiles(ir: { plan: BlockPlan; layout: Layout; mask: MaskExpr }): SubTilePlan {
+  let sub = kernelSubPlans.get(ir.plan);
+  if (!sub) {
+    sub = subTilePlan(ir.plan, ir.layout, ir.mask);
+    kernelSubPlans.set(ir.plan, sub);
+  }
+  return sub;
+}

@@ -3,6 +3,7 @@ import { describe, expect, it } from "vitest";
 import { heaviestFirst, heavyRows, lowerKernel } from "../../compiler/lower.ts";
 import { compileSpec, planKernel } from "../../compiler/pipeline.ts";
 import type { BlockPlan } from "../../compiler/plan.ts";
+import { kernelSubTiles } from "../../compiler/subPlan.ts";
 
 const osp29 = compileSpec(
   readFileSync("examples/efficient-vdit/osp29.tile", "utf8"),
@@ -31,12 +32,15 @@ describe("work order", () => {
     expect([...heaviestFirst(p).slice(0, 29)].sort((a, b) => a - b)).toEqual([...Array(29).keys()]);
     expect(heavyRows(plan("full"))).toBe(0);
   });
-  it("the IR carries the order, the heavy count and the sub-tile plan of the kernel's own tiles", () => {
+  it("the IR carries the order and the heavy count; the sub-tile plan is of the kernel's own tiles", () => {
     const ir = lowerKernel(planKernel(osp29.kernels.get("tile_2_6")!), osp29.file, undefined, "sm_90");
     expect(ir.plan.blockKv).toBe(128);
     expect(ir.heavyRows).toBe(heavyRows(ir.plan));
     expect(ir.qOrder).toEqual(heaviestFirst(ir.plan));
-    expect(ir.subPlan.classes.length).toBe(ir.plan.counts.partial * 8);
-    expect(ir.subPlan.counts.partial).toBe(0);
+    const sub = kernelSubTiles(ir);
+    expect(sub.classes.length).toBe(ir.plan.counts.partial * 8);
+    expect(sub.counts.partial).toBe(0);
+    // computed once per plan, shared by IR copies
+    expect(kernelSubTiles({ ...ir })).toBe(sub);
   });
 });
