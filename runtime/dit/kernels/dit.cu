@@ -62,32 +62,29 @@ extern "C" __global__ void dit_unpatchify(const float* __restrict__ rows, const 
 // Token-row layout of a sequence-parallel rank (runtime/parallel/dit.ts): tokens [start, start + count)
 // of every sample as rows fp32 [B, count, C*p*p] in patchify's (c, i, j) order. The sampler updates a
 // rank's rows in place; the latent is assembled only at the end.
+// Offset in latent fp32 [B, C, T, H, W] of element e of the token rows [B, count, C*p*p] that start
+// at token `start` (patchify's (c, i, j) order within a row): the one index map both directions use.
+__device__ __forceinline__ u64 row_element_in_latent(u64 e, int C, int T, int H, int W, int p, int start,
+                                                    int count) {
+  const int hp = H / p, wp = W / p, width = C * p * p;
+  const int col = (int)(e % width);
+  const u64 r = e / width;
+  const int b = (int)(r / count), n = start + (int)(r % count);
+  const int c = col / (p * p), i = (col / p) % p, j = col % p;
+  const int w = n % wp, h = (n / wp) % hp, t = n / (wp * hp);
+  return ((((u64)b * C + c) * T + t) * H + h * p + i) * W + w * p + j;
+}
+
 // latent fp32 [B, C, T, H, W] -> rows of tokens [start, start + count).
 extern "C" __global__ void dit_latent_to_rows(const float* __restrict__ latent, float* __restrict__ rows, int B,
                                               int C, int T, int H, int W, int p, int start, int count) {
-  const int hp = H / p, wp = W / p, width = C * p * p;
-  GRID_STRIDE(e, (u64)B * count * width) {
-    const int col = (int)(e % width);
-    const u64 r = e / width;
-    const int b = (int)(r / count), n = start + (int)(r % count);
-    const int c = col / (p * p), i = (col / p) % p, j = col % p;
-    const int w = n % wp, h = (n / wp) % hp, t = n / (wp * hp);
-    rows[e] = latent[((((u64)b * C + c) * T + t) * H + h * p + i) * W + w * p + j];
-  }
+  GRID_STRIDE(e, (u64)B * count * C * p * p) rows[e] = latent[row_element_in_latent(e, C, T, H, W, p, start, count)];
 }
 
 // The inverse: rows of tokens [start, start + count) into their places of latent fp32 [B, C, T, H, W].
 extern "C" __global__ void dit_rows_to_latent(const float* __restrict__ rows, float* __restrict__ latent, int B,
                                               int C, int T, int H, int W, int p, int start, int count) {
-  const int hp = H / p, wp = W / p, width = C * p * p;
-  GRID_STRIDE(e, (u64)B * count * width) {
-    const int col = (int)(e % width);
-    const u64 r = e / width;
-    const int b = (int)(r / count), n = start + (int)(r % count);
-    const int c = col / (p * p), i = (col / p) % p, j = col % p;
-    const int w = n % wp, h = (n / wp) % hp, t = n / (wp * hp);
-    latent[((((u64)b * C + c) * T + t) * H + h * p + i) * W + w * p + j] = rows[e];
-  }
+  GRID_STRIDE(e, (u64)B * count * C * p * p) latent[row_element_in_latent(e, C, T, H, W, p, start, count)] = rows[e];
 }
 
 // proj_out rows fp32 [R, p*p*C] ((i, j, c) order) + bias -> token rows fp32 [R, C*p*p] ((c, i, j) order):
