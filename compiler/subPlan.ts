@@ -25,7 +25,7 @@
 // millions of classifications; past CLASSIFY_BUDGET distinct pairs the whole sub-plan is PARTIAL, which
 // is always correct (the element path decides every element, as without a sub-plan) and keeps
 // compile() fast and deterministic.
-import { BoxClassifier, EMPTY, PARTIAL, type Box } from "./interval.ts";
+import { BoxClassifier, EMPTY, FULL, PARTIAL } from "./interval.ts";
 import { seqLen, type Layout } from "./layout.ts";
 import { usedCoords, type MaskExpr } from "./maskExpr.ts";
 import { signatures, type BlockPlan } from "./plan.ts";
@@ -70,7 +70,7 @@ export function subTilePlan(plan: BlockPlan, layout: Layout, mask: MaskExpr): Su
     let c = memo.get(key);
     if (c === undefined) {
       if (memo.size >= CLASSIFY_BUDGET) throw OVER_BUDGET;
-      c = classifier.classify(qSig.boxes[qs]! as Box[], kSig.boxes[ks]! as Box[]);
+      c = classifier.classify(qSig.boxes[qs]!, kSig.boxes[ks]!);
       memo.set(key, c);
     }
     return c;
@@ -98,7 +98,7 @@ export function subTilePlan(plan: BlockPlan, layout: Layout, mask: MaskExpr): Su
     wordsPerStripe,
     classes,
     classified,
-    counts: { empty: counts[EMPTY]!, partial: counts[PARTIAL]!, full: counts[2]! },
+    counts: { empty: counts[EMPTY]!, partial: counts[PARTIAL]!, full: counts[FULL]! },
   };
 
   function fill(): void {
