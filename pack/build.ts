@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { cpus } from "node:os";
 import { basename, join } from "node:path";
 import { promisify } from "node:util";
-import { emitCuda, PARAMS_BYTES, planSections } from "../backends/cuda/emit.ts";
+import { emitCuda, PARAMS_BYTES, planSections, tensorMapsManifest } from "../backends/cuda/emit.ts";
 import { findNvcc, NVCC_FLAGS, nvccVersion } from "../backends/cuda/nvcc.ts";
 import type { CudaArch } from "../backends/cuda/target.ts";
 import {
@@ -155,6 +155,7 @@ export async function buildPackage(
         kernelDensity: ir.kernelDensity,
         launch: src.launch,
         params: { struct: "TilecParams", bytes: PARAMS_BYTES, fields: TILEC_PARAMS },
+        ...tensorMapsManifest(src),
         plan: {
           numQBlocks: p.numQBlocks,
           numKvBlocks: p.numKvBlocks,

@@ -4,6 +4,12 @@
 // [batch, heads, seq, dim] tensors.
 import { emitCuda, PARAMS_BYTES, planSections, type CudaKernelSource } from "../backends/cuda/emit.ts";
 import { CUDA_ARCHS, type CudaArch } from "../backends/cuda/target.ts";
+import {
+  TENSOR_MAP_BYTES,
+  TENSOR_MAPS_ALIGN,
+  TENSOR_MAPS_BYTES,
+  tensorMapArgs,
+} from "../backends/cuda/tma.ts";
 import type { CheckedSpec } from "../compiler/check.ts";
 import type { KernelConfig, KernelIR } from "../compiler/lower.ts";
 import { kernelIR } from "../compiler/pipeline.ts";
@@ -50,15 +56,43 @@ export function archFor(deviceArch: string): CudaArch {
 export class CudaAttention {
   private readonly planBuffers: DeviceBuffer<"i32">[];
   private readonly kernel: CudaKernel;
+  /** The last call's TMA descriptors and what they were encoded for (pointers and layout). */
+  private mapsCache?: { key: string; bytes: Uint8Array };
 
   constructor(
     readonly ir: KernelIR,
     readonly compiled: CudaKernelSource,
     private readonly module: CudaModule,
-    device: CudaDevice,
+    private readonly device: CudaDevice,
   ) {
     this.kernel = module.getKernel(ir.entry);
     this.planBuffers = planSections(ir).map((s) => device.fromHost(s.data, "i32"));
+  }
+
+  /**
+   * struct TilecTensorMaps for q, k, v (sm_90a kernels; backends/cuda/tma.ts), re-encoded only when
+   * a pointer or the layout changes.
+   */
+  tensorMaps(q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, layout: TensorLayout): Uint8Array {
+    const key = `${q.ptr}:${k.ptr}:${v.ptr}:${layout}`;
+    if (this.mapsCache?.key === key) return this.mapsCache.bytes;
+    const { batch, seqLen, heads, kvHeads, headDim } = this.ir;
+    const bytes = new Uint8Array(TENSOR_MAPS_BYTES);
+    const buffers = { q, k, v };
+    this.compiled.tensorMaps.forEach((spec, i) => {
+      const h = spec.tensor === "q" ? heads : kvHeads;
+      const args = tensorMapArgs(spec, {
+        batch,
+        seqLen,
+        heads: h,
+        headDim,
+        strides: this.strides(h, layout),
+        elementBytes: 2,
+      });
+      bytes.set(this.device.encodeTensorMap(buffers[spec.tensor].ptr, args), i * TENSOR_MAP_BYTES);
+    });
+    this.mapsCache = { key, bytes };
+    return bytes;
   }
 
   /** Element strides (batch, seq, head) of a tensor with `heads` heads in the given layout. */
@@ -115,10 +149,15 @@ export class CudaAttention {
     want(out, heads, "out");
     if (options.lse && options.lse.length < batch * heads * seqLen)
       throw new RangeError(`lse needs ${batch * heads * seqLen} floats`);
-    const params = this.params(q, k, v, out, options.lse, options.layout ?? "bshd");
+    const layout = options.layout ?? "bshd";
+    const params = this.params(q, k, v, out, options.lse, layout);
     const { grid, block, sharedBytes } = this.compiled.launch;
+    const maps = this.compiled.tensorMaps.length
+      ? [{ bytes: this.tensorMaps(q, k, v, layout), align: TENSOR_MAPS_ALIGN }]
+      : [];
     this.kernel.launch({ grid, block, sharedBytes, stream: options.stream ?? null }, [
       { bytes: params, align: 8 },
+      ...maps,
     ]);
   }
 

@@ -15,6 +15,7 @@ import {
   type CudaArch,
   type CudaTemplate,
 } from "./target.ts";
+import { kernelTensorMaps, TENSOR_MAPS_ALIGN, TENSOR_MAPS_BYTES, type TensorMapSpec } from "./tma.ts";
 import { renderWgmmaWrappers } from "./wgmma.ts";
 
 const templateCache = new Map<string, string>();
@@ -62,6 +63,11 @@ export interface CudaKernelSource {
   /** What NVRTC / nvcc compile for: `arch`, or sm_90a for the wgmma template. */
   readonly compileArch: string;
   readonly template: CudaTemplate;
+  /**
+   * TMA descriptors the kernel takes as its second parameter (struct TilecTensorMaps, backends/cuda/
+   * tma.ts), in struct order; empty when it takes TilecParams only.
+   */
+  readonly tensorMaps: readonly TensorMapSpec[];
 }
 
 export class CudaConfigError extends Error {
@@ -149,6 +155,21 @@ export function emitCuda(ir: KernelIR, arch: CudaArch): CudaKernelSource {
     compileArch: compileArch(which, arch),
     template: which,
     launch: { grid: ir.grid, block: [ir.threads, 1, 1], sharedBytes: smem },
+    tensorMaps: kernelTensorMaps(ir, arch),
+  };
+}
+
+/** The manifest entry of a kernel's second parameter (TMA descriptors), when it takes one. */
+export function tensorMapsManifest(k: CudaKernelSource): { tensorMaps?: Record<string, unknown> } {
+  if (!k.tensorMaps.length) return {};
+  return {
+    tensorMaps: {
+      struct: "TilecTensorMaps",
+      bytes: TENSOR_MAPS_BYTES,
+      align: TENSOR_MAPS_ALIGN,
+      note: "second kernel parameter: one cuTensorMapEncodeTiled descriptor (128 bytes, 64-byte aligned) per entry, in order, each over its tensor (q, k or v): dims (headDim, seqLen, heads, batch), byte strides of seq, head, batch, box (boxCols, boxRows, 1, 1), element strides 1, no interleave, the given swizzle, L2 promotion 128B, zero fill, 2-byte elements",
+      maps: k.tensorMaps,
+    },
   };
 }
 
@@ -182,6 +203,7 @@ export function cudaManifest(
         "partial_classes: const uint32* (16-row x 8-key sub-tile classes of partial blocks, 2 bits each; see plan.subTiles)",
       ],
     },
+    ...tensorMapsManifest(k),
     plan: {
       ...planManifest(ir),
       qOrder: Array.from(ir.qOrder),

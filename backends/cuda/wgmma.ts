@@ -34,18 +34,17 @@ function ssWrapper(n: number, t: WgmmaType): string {
 }
 
 /**
- * D(64×N, f32) (+)= A(64×16, registers: the mma.sync A-fragment layout per warp) · B(16×N):
- * tilec_wgmma_rs_n{N} reads B N-major (imm-trans-b = 1: V stored [key][dim] is consumed as is),
- * tilec_wgmma_rsk_n{N} K-major (K stored [key][dim], for S = Q K^T with Q in registers).
+ * D(64×N, f32) (+)= A(64×16, registers: the mma.sync A-fragment layout per warp) · B(16×N), B read
+ * N-major (imm-trans-b = 1: V stored [key][dim] is consumed as is): tilec_wgmma_rs_n{N}.
  */
-function rsWrapper(n: number, t: WgmmaType, nMajor: boolean): string {
+function rsWrapper(n: number, t: WgmmaType): string {
   const { list, constraints } = accOperands(n);
   const r = n / 2;
   return [
-    `__device__ __forceinline__ void tilec_wgmma_rs${nMajor ? "" : "k"}_n${n}(float* d, const u32* a, u64 db, int accumulate) {`,
+    `__device__ __forceinline__ void tilec_wgmma_rs_n${n}(float* d, const u32* a, u64 db, int accumulate) {`,
     `  asm volatile(`,
     `      "{\\n .reg .pred p;\\n setp.ne.b32 p, %${r + 5}, 0;\\n"`,
-    `      " wgmma.mma_async.sync.aligned.m64n${n}k16.f32.${PTX_TYPE[t]}.${PTX_TYPE[t]} {${list}}, {%${r}, %${r + 1}, %${r + 2}, %${r + 3}}, %${r + 4}, p, 1, 1, ${nMajor ? 1 : 0};\\n}\\n"`,
+    `      " wgmma.mma_async.sync.aligned.m64n${n}k16.f32.${PTX_TYPE[t]}.${PTX_TYPE[t]} {${list}}, {%${r}, %${r + 1}, %${r + 2}, %${r + 3}}, %${r + 4}, p, 1, 1, 1;\\n}\\n"`,
     `      : ${constraints}`,
     `      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(accumulate));`,
     `}`,
@@ -62,8 +61,6 @@ export function renderWgmmaWrappers(t: WgmmaType, kvTile: number, headDim: numbe
     `// keys, O += P V with N = ${headDim} dims; ${t} operands, f32 accumulators.`,
     ssWrapper(kvTile, t),
     "",
-    rsWrapper(kvTile, t, false),
-    "",
-    rsWrapper(headDim, t, true),
+    rsWrapper(headDim, t),
   ].join("\n");
 }

@@ -18,6 +18,15 @@ export interface RuntimeDevice {
   readonly arch: string;
   fromHost(data: Int32Array, dtype: "i32"): RuntimeBuffer;
   loadModule(image: Uint8Array): RuntimeModule;
+  /** cuTensorMapEncodeTiled (tilec's CudaDevice.encodeTensorMap), for kernels that take tensor maps. */
+  encodeTensorMap(address: bigint, args: TensorMapArgs): Uint8Array;
+}
+export interface TensorMapArgs {
+  readonly elementBytes: number;
+  readonly dims: readonly number[];
+  readonly stridesBytes: readonly number[];
+  readonly box: readonly number[];
+  readonly swizzleBytes: number;
 }
 export interface RuntimeBuffer {
   readonly ptr: bigint;
@@ -55,6 +64,15 @@ export interface CudaManifest {
     sharedBytes: number;
   };
   readonly params: { bytes: number; fields: readonly ParamField[] };
+  /**
+   * sm_90a kernels: the second parameter, one TMA descriptor per map (q, k, v), each over its tensor's
+   * (head dim, seq, heads, batch) with box (boxCols, boxRows, 1, 1); see the manifest's note.
+   */
+  readonly tensorMaps?: {
+    bytes: number;
+    align: number;
+    maps: readonly { tensor: "q" | "k" | "v"; boxCols: number; boxRows: number; swizzleBytes: number }[];
+  };
   /** The plan file's int32 sections, in order: full/partial offsets and indices, q_order, partial_classes. */
   readonly plan: { sections: readonly { name: string; length: number }[] };
 }
@@ -119,6 +137,7 @@ export function strides(
 export class PackagedCudaKernel {
   private readonly module: RuntimeModule;
   private readonly planBuffers: RuntimeBuffer[];
+  private readonly device: RuntimeDevice;
 
   constructor(
     runtime: CudaRuntime,
@@ -129,6 +148,7 @@ export class PackagedCudaKernel {
     ordinal = 0,
   ) {
     const device = runtime.CudaDevice.open(ordinal);
+    this.device = device;
     this.module = device.loadModule(loadImage(runtime, dir, cuda, device.arch));
     const plan = readFileSync(`${dir}/${cuda.files.plan}`);
     const ints = new Int32Array(plan.buffer.slice(plan.byteOffset, plan.byteOffset + plan.byteLength));
@@ -179,14 +199,30 @@ export class PackagedCudaKernel {
       num_kv_heads: kvHeads,
       scale_log2: s.scale * Math.LOG2E,
     };
-    for (const [t, h] of [
-      ["q", heads],
-      ["k", kvHeads],
-      ["v", kvHeads],
-      ["o", heads],
-    ] as const) {
+    const headsOf = { q: heads, k: kvHeads, v: kvHeads, o: heads };
+    for (const [t, h] of Object.entries(headsOf)) {
       const [sb, ss, sh] = strides(s.seqLen, h, s.headDim, layout);
       Object.assign(values, { [`${t}_batch_stride`]: sb, [`${t}_seq_stride`]: ss, [`${t}_head_stride`]: sh });
+    }
+    const args: { bytes: Uint8Array; align: number }[] = [];
+    const tm = this.cuda.tensorMaps;
+    if (tm) {
+      // TMA descriptors: 4-D over (dim, seq, heads, batch), byte strides of seq, heads, batch.
+      const maps = new Uint8Array(tm.bytes);
+      const buffers = { q, k, v };
+      tm.maps.forEach((m, i) => {
+        const h = headsOf[m.tensor];
+        const [sb, ss, sh] = strides(s.seqLen, h, s.headDim, layout);
+        const encoded = this.device.encodeTensorMap(buffers[m.tensor].ptr, {
+          elementBytes: 2,
+          dims: [s.headDim, s.seqLen, h, batch],
+          stridesBytes: [ss * 2, sh * 2, sb * 2],
+          box: [m.boxCols, m.boxRows, 1, 1],
+          swizzleBytes: m.swizzleBytes,
+        });
+        maps.set(encoded, i * encoded.length);
+      });
+      args.push({ bytes: maps, align: tm.align });
     }
     this.cuda.plan.sections.forEach((sec, i) => {
       const b = this.planBuffers[i]!;
@@ -201,7 +237,7 @@ export class PackagedCudaKernel {
         sharedBytes: this.cuda.launch.sharedBytes,
         stream: options.stream ?? null,
       },
-      [{ bytes, align: 8 }],
+      [{ bytes, align: 8 }, ...args],
     );
   }
 

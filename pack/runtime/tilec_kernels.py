@@ -16,6 +16,7 @@ import struct
 
 _CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8
 _STRUCT_CODES = {"ptr": "<Q", "i64": "<q", "i32": "<i", "f32": "<f"}
+_TMA_SWIZZLE = {0: 0, 32: 1, 64: 2, 128: 3}  # CU_TENSOR_MAP_SWIZZLE_*
 
 
 def pack_params(fields, nbytes, values):
@@ -24,6 +25,13 @@ def pack_params(fields, nbytes, values):
     for f in fields:
         struct.pack_into(_STRUCT_CODES[f["type"]], buf, f["offset"], values.get(f["name"], 0))
     return bytes(buf)
+
+
+def tensor_map_args(m, head_dim, seq_len, heads, batch, strides):
+    """cuTensorMapEncodeTiled's dims, byte strides and box for manifest tensor map `m` over a
+    2-byte tensor with element strides (batch, seq, head): 4-D over (dim, seq, heads, batch)."""
+    sb, ss, sh = strides
+    return [head_dim, seq_len, heads, batch], [ss * 2, sh * 2, sb * 2], [m["boxCols"], m["boxRows"], 1, 1]
 
 
 class _Driver:
@@ -57,9 +65,24 @@ class _Driver:
         )
         return module, fn
 
-    def launch(self, fn, grid, block, shared_bytes, stream, params):
-        blob = ctypes.create_string_buffer(params, len(params))
-        args = (ctypes.c_void_p * 1)(ctypes.cast(blob, ctypes.c_void_p))
+    def encode_tensor_map(self, address, dims, strides_bytes, box, swizzle_bytes):
+        """A TMA descriptor (CUtensorMap, 128 bytes; the driver wants it 64-byte aligned)."""
+        raw = ctypes.create_string_buffer(128 + 64)
+        at = (-ctypes.addressof(raw)) % 64
+        n, u64, u32 = len(dims), ctypes.c_uint64, ctypes.c_uint32
+        self.check(
+            self.lib.cuTensorMapEncodeTiled(
+                ctypes.c_void_p(ctypes.addressof(raw) + at), ctypes.c_int(1), u32(n), ctypes.c_void_p(address),
+                (u64 * n)(*dims), (u64 * (n - 1))(*strides_bytes), (u32 * n)(*box), (u32 * n)(*([1] * n)),
+                ctypes.c_int(0), ctypes.c_int(_TMA_SWIZZLE[swizzle_bytes]), ctypes.c_int(2), ctypes.c_int(0),
+            ),
+            "cuTensorMapEncodeTiled",
+        )
+        return raw.raw[at : at + 128]
+
+    def launch(self, fn, grid, block, shared_bytes, stream, *params):
+        blobs = [ctypes.create_string_buffer(p, len(p)) for p in params]
+        args = (ctypes.c_void_p * len(blobs))(*[ctypes.cast(b, ctypes.c_void_p) for b in blobs])
         u = ctypes.c_uint
         self.check(
             self.lib.cuLaunchKernel(
@@ -143,12 +166,21 @@ class Kernel:
         for sec, t in plan.items():
             values[sec] = t.data_ptr() if t.numel() else 0
         p = self.cuda["params"]
+        blobs = [pack_params(p["fields"], p["bytes"], values)]
+        tm = self.cuda.get("tensorMaps")
+        if tm:  # sm_90a kernels: TMA descriptors of q, k, v as the second parameter
+            maps = b""
+            for m in tm["maps"]:
+                t = {"q": q, "k": k, "v": v}[m["tensor"]]
+                dims, strides_bytes, box = tensor_map_args(
+                    m, s["headDim"], s["seqLen"], t.shape[head_dim], batch, (t.stride(0), t.stride(seq_dim), t.stride(head_dim))
+                )
+                maps += self.package.driver.encode_tensor_map(t.data_ptr(), dims, strides_bytes, box, m["swizzleBytes"])
+            blobs.append(maps)
         launch = self.cuda["launch"]
+        grid = (launch["grid"][0], heads, batch)
         stream = torch.cuda.current_stream(q.device).cuda_stream
-        self.package.driver.launch(
-            fn, (launch["grid"][0], heads, batch), launch["block"], launch["sharedBytes"], stream,
-            pack_params(p["fields"], p["bytes"], values),
-        )
+        self.package.driver.launch(fn, grid, launch["block"], launch["sharedBytes"], stream, *blobs)
         return (out, lse) if return_lse else out
 
 

@@ -97,6 +97,15 @@ export interface NativeAddon {
   nvrtcVersion(): { major: number; minor: number };
   nvrtcCompile(source: string, name: string, options: string[]): NvrtcRawOutput;
   nvrtcCompileAsync(source: string, name: string, options: string[]): Promise<NvrtcRawOutput>;
+  /** cuTensorMapEncodeTiled: a 128-byte TMA descriptor (see runtime/cuda/native/tensormap.cc). */
+  tensorMapEncodeTiled(
+    address: bigint,
+    elementBytes: number,
+    dims: number[],
+    stridesBytes: number[],
+    box: number[],
+    swizzleBytes: number,
+  ): Uint8Array;
   f32ToHalfBits(data: Float32Array, dtype: HalfDType): Uint16Array;
   halfBitsToF32(bits: Uint16Array, dtype: HalfDType): Float32Array;
 }

@@ -11,7 +11,8 @@
         "native/half.cc",
         "native/loader.cc",
         "native/cublas.cc",
-        "native/nccl.cc"
+        "native/nccl.cc",
+        "native/tensormap.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [

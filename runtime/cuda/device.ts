@@ -371,4 +371,28 @@ export class CudaDevice {
   createEvent(): CudaEvent {
     return CudaEvent.create();
   }
+
+  /**
+   * A TMA descriptor (CUtensorMap, 128 bytes) for device memory at `address`, to pass by value as a
+   * kernel argument ({ bytes, align: 64 }). `args` come from backends/cuda/tma.ts's tensorMapArgs.
+   */
+  encodeTensorMap(
+    address: bigint,
+    args: {
+      readonly elementBytes: number;
+      readonly dims: readonly number[];
+      readonly stridesBytes: readonly number[];
+      readonly box: readonly number[];
+      readonly swizzleBytes: number;
+    },
+  ): Uint8Array {
+    return native().tensorMapEncodeTiled(
+      address,
+      args.elementBytes,
+      [...args.dims],
+      [...args.stridesBytes],
+      [...args.box],
+      args.swizzleBytes,
+    );
+  }
 }

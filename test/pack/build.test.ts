@@ -11,7 +11,8 @@ import type { CheckedSpec } from "../../compiler/check.ts";
 import { lowerKernel } from "../../compiler/lower.ts";
 import { compileSpec, planKernel } from "../../compiler/pipeline.ts";
 import { findNvcc } from "../../backends/cuda/nvcc.ts";
-import { PARAMS_BYTES } from "../../backends/cuda/emit.ts";
+import { emitCuda, PARAMS_BYTES } from "../../backends/cuda/emit.ts";
+import { tensorMapArgs, type TensorMapSpec } from "../../backends/cuda/tma.ts";
 import { buildPackage } from "../../pack/build.ts";
 import { TILEC_PARAMS } from "../../pack/params.ts";
 import { CudaPackage, packParams, type CudaRuntime } from "../../pack/runtime/cuda.ts";
@@ -25,6 +26,11 @@ const SPEC = (
 kernel a { layout L mask attention_tile(3) block 64 x 64 targets cuda, wgsl }
 kernel b { layout L mask ${mask} block 64 x 64 targets cuda, wgsl }
 kernel c { layout L mask full block 64 x 64 targets wgsl }
+`;
+
+// Head dim 64 and 128-row blocks: on sm_90 the default configuration is the wgmma template.
+const SPEC_HOPPER = `layout L { video 3 x 4 x 8 text 5 after batch 2 heads 4 kv_heads 2 head_dim 64 dtype bf16 }
+kernel a { layout L mask attention_tile(3) block 128 x 128 targets cuda }
 `;
 
 function spec(text: string): CheckedSpec {
@@ -109,6 +115,7 @@ describe("tilec build", () => {
       CudaDevice: {
         open: () => ({
           arch: "sm_90",
+          encodeTensorMap: () => new Uint8Array(128),
           fromHost: (data: Int32Array) => ({
             ptr: (nextPtr += 0x1000n),
             dtype: "i32",
@@ -164,6 +171,106 @@ describe("tilec build", () => {
     pkg.kernel("a").run(q, k, v, o, { batch: 1, heads: 2 });
     expect((launched!.config.grid as number[]).slice(1)).toEqual([2, 1]);
     expect(() => pkg.kernel("a").run(k, k, v, o)).toThrow(/q holds \d+ elements/);
+  });
+
+  it("sm_90a kernels: the CUDA loader encodes the runtime's tensor maps (q, k, v) as the second argument", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "tilec-pkg-tma-"));
+    const s = spec(SPEC_HOPPER);
+    await build(s, dir);
+    type Encoded = { address: bigint; args: unknown };
+    const encode = (log: Encoded[]) => (address: bigint, args: unknown) => {
+      log.push({ address, args: JSON.parse(JSON.stringify(args)) });
+      return new Uint8Array(128).fill(log.length);
+    };
+    const got: Encoded[] = [];
+    let launched: { config: { grid: unknown }; args: readonly unknown[] } | undefined;
+    const fake: CudaRuntime = {
+      CudaDevice: {
+        open: () => ({
+          arch: "sm_90",
+          encodeTensorMap: encode(got),
+          fromHost: (data: Int32Array) => ({ ptr: 0x10000n, dtype: "i32", length: data.length, free() {} }),
+          loadModule: () => ({
+            getKernel: () => ({ launch: (config, args) => void (launched = { config, args }) }),
+            unload() {},
+          }),
+        }),
+      },
+      compileNvrtc: () => ({ cubin: new Uint8Array([1]) }),
+    };
+    const pkg = new CudaPackage<"a">(fake, new URL(`file://${dir}/`));
+    const shape = pkg.manifest.kernels.a!.shape;
+    const { batch, heads, kvHeads, headDim, seqLen: n } = shape;
+    const buf = (ptr: bigint, h: number) => ({
+      ptr,
+      length: batch * n * h * headDim,
+      dtype: "bf16",
+      free() {},
+    });
+    const [q, k, v, o] = [
+      buf(0xa000n, heads),
+      buf(0xb000n, kvHeads),
+      buf(0xc000n, kvHeads),
+      buf(0xd000n, heads),
+    ];
+    const ir = lowerKernel(planKernel(s.kernels.get("a")!), "pkg.tile", undefined, "sm_90");
+    const compiled = emitCuda(ir, "sm_90");
+    expect(compiled.template).toBe("sm90");
+    expect(compiled.tensorMaps.map((m) => m.tensor)).toEqual(["q", "k", "v"]);
+    for (const layout of ["bshd", "bhsd"] as const) {
+      got.length = 0;
+      pkg.kernel("a").run(q, k, v, o, { layout });
+      const want: Encoded[] = [];
+      const attn = Object.create(CudaAttention.prototype) as CudaAttention;
+      Object.assign(attn, { ir, compiled, device: { encodeTensorMap: encode(want) } });
+      const bytes = attn.tensorMaps(
+        q as unknown as DeviceBuffer,
+        k as unknown as DeviceBuffer,
+        v as unknown as DeviceBuffer,
+        layout,
+      );
+      expect(got).toEqual(want);
+      expect(launched!.args[1]).toEqual({ bytes, align: 64 });
+      expect(launched!.config.grid).toEqual(ir.grid);
+    }
+    // What TMA is asked for, spelled out once: K in [b, h, s, d] order, 64-dim rows of 128 bytes.
+    const kv = compiled.tensorMaps[1]!;
+    expect(got[1]).toEqual({
+      address: 0xb000n,
+      args: {
+        dims: [headDim, n, kvHeads, batch],
+        stridesBytes: [headDim * 2, n * headDim * 2, kvHeads * n * headDim * 2],
+        box: [64, ir.blockKv, 1, 1],
+        swizzleBytes: 128,
+        elementBytes: 2,
+      },
+    });
+    expect(() =>
+      tensorMapArgs(kv, { batch, seqLen: n, heads: kvHeads, headDim, strides: [1, 3, 5], elementBytes: 2 }),
+    ).toThrow(/stride 6 bytes is not a positive multiple of 16/);
+    // The Python loader computes the same arguments from the manifest.
+    if (spawnSync("python3", ["--version"]).status === 0) {
+      const maps = JSON.parse(readFileSync(join(dir, "manifest.json"), "utf8")).kernels.a.cuda.tensorMaps
+        .maps as TensorMapSpec[];
+      const strides: [number, number, number] = [n * heads * headDim, heads * headDim, headDim];
+      const py = spawnSync(
+        "python3",
+        [
+          "-c",
+          `import sys, json; sys.path.insert(0, ${JSON.stringify(dir)}); from tilec_kernels import tensor_map_args
+ms = json.loads(sys.argv[1])
+print(json.dumps([tensor_map_args(m, ${headDim}, ${n}, ${heads}, ${batch}, ${JSON.stringify(strides)}) for m in ms]))`,
+          JSON.stringify(maps),
+        ],
+        { encoding: "utf8" },
+      );
+      expect(py.stderr).toBe("");
+      const ts = maps.map((m) => {
+        const a = tensorMapArgs(m, { batch, seqLen: n, heads, headDim, strides, elementBytes: 2 });
+        return [a.dims, a.stridesBytes, a.box];
+      });
+      expect(JSON.parse(py.stdout)).toEqual(ts);
+    }
   });
 
   it.skipIf(spawnSync("python3", ["--version"]).status !== 0)(

@@ -6,23 +6,26 @@
 // The prelude defines TILEC_HEAD_DIM, TILEC_BLOCK_Q, TILEC_BLOCK_KV, TILEC_STAGES,
 // TILEC_KERNEL_NAME, one of TILEC_DTYPE_BF16 / TILEC_DTYPE_FP16, and tilec_mask(q, k).
 //
-// Structure (FlashAttention-3 style, warp-specialized):
-//   warpgroup 0       producer: cp.async copies of Q and of the K/V tiles of the plan's lists
-//                     (full list, then partial list) into a STAGES-deep ring; each copy completes
-//                     on an mbarrier (cp.async.mbarrier.arrive.noinc), so no thread waits for its
-//                     own copies. Gives its registers away (setmaxnreg.dec).
+// Structure (FlashAttention-3 style, warp-specialized), one CTA per (query block, head, batch):
+//   warpgroup 0       producer: one thread drives the tensor memory accelerator (TMA): the Q tile,
+//                     then the K/V tiles of the plan's lists (full list, then partial list)
+//                     into a STAGES-deep ring, each tile one bulk tensor copy per column block that
+//                     completes as transaction bytes on the slot's "full" mbarrier. Gives its
+//                     registers away (setmaxnreg.dec).
 //   warpgroups 1..W   consumers, 64 query rows each (BLOCK_Q = 64·W): S = Q K^T with wgmma from
 //                     shared memory, element mask, online softmax in registers, O += P V with P as
-//                     the register A operand; releases the slot on its "empty" mbarrier.
-// Why cp.async and not the tensor-copy engine: TMA needs a tensor map per call encoded by the
-// driver (cuTensorMapEncodeTiled), which the runtime does not expose yet; 16-byte cp.async writes
-// the same swizzled layout, handles [b,s,h,d] and [b,h,s,d] strides and zero-fills rows past seq_len.
+//                     the register A operand; release each slot on its "empty" mbarrier.
+// Not persistent: a persistent grid (one CTA per SM dealing itself (block, head) items in the
+// heavy-first order, K/V ring running on across items) measured 0-4% slower than this one-block-
+// per-item grid on H100 (bench/NOTES.md step 14): the hardware's dynamic block dispatch balances the
+// unequal items better than a static deal, and per-block start-up costs little with TMA.
 //
 // Shared memory (TILEC_SMEM_BYTES): Q tile, STAGES x {K tile, V tile}, 1024 bytes alignment slack.
-// Tiles are stored as wgmma's canonical swizzled layout: column blocks of SW bytes per row
-// (SW = 128 when head_dim % 64 == 0, else 64), each block ROWS x SW bytes with 16-byte chunks
-// XOR-swizzled by address bits 7.. (Swizzle<3,4,3> / <2,4,3>). K and V tiles share the layout; Q
-// and K are read K-major, V N-major (imm-trans-b), so no tile is ever transposed.
+// Tiles are stored as wgmma's canonical swizzled layout, which is also what TMA writes with the
+// matching swizzle mode: column blocks of SW bytes per row (SW = 128 when head_dim % 64 == 0, else
+// 64), each block ROWS x SW bytes with 16-byte chunks XOR-swizzled by address bits 7..
+// (Swizzle<3,4,3> / <2,4,3>). K and V tiles share the layout; Q and K are read K-major, V N-major
+// (imm-trans-b), so no tile is ever transposed. Rows past seq_len arrive as zeros (TMA fill).
 #ifndef TILEC_FLASH_FWD_SM90_CUH
 #define TILEC_FLASH_FWD_SM90_CUH
 
@@ -38,8 +41,6 @@
 
 #define TILEC_WGMMA_SS_(n) tilec_wgmma_ss_n##n
 #define TILEC_WGMMA_SS(n) TILEC_WGMMA_SS_(n)
-#define TILEC_WGMMA_RSK_(n) tilec_wgmma_rsk_n##n
-#define TILEC_WGMMA_RSK(n) TILEC_WGMMA_RSK_(n)
 #define TILEC_WGMMA_RS_(n) tilec_wgmma_rs_n##n
 #define TILEC_WGMMA_RS(n) TILEC_WGMMA_RS_(n)
 
@@ -80,16 +81,6 @@ constexpr bool PINGPONG = TILEC_PINGPONG && NCWG == 2;
 constexpr bool PINGPONG = NCWG == 2;
 #endif
 
-// Q as the register A operand of S = Q K^T (loaded once with ldmatrix, 4·D/16 registers) instead
-// of a shared-memory descriptor, so the S products read only K from shared memory. Off by default:
-// on H100 it measured within noise (osp29 d96: +1.7% dense, -2% tile_2_6) and its 24 registers
-// make the STA example's mask spill.
-#ifdef TILEC_Q_REGS
-constexpr bool Q_REGS = TILEC_Q_REGS;
-#else
-constexpr bool Q_REGS = false;
-#endif
-
 #ifdef TILEC_RESCALE_TH
 constexpr float RESCALE_TH = TILEC_RESCALE_TH;
 #else
@@ -102,53 +93,31 @@ __device__ __forceinline__ u32 chunk_off(int r, int c) {
   return (u32)((c / CPA) * ROWS * SW + r * SW + (((c % CPA) ^ ((r * SW >> 7) & (CPA - 1))) << 4));
 }
 
-// The producer warpgroup's copy of a ROWS x D tile (row stride `stride` elements) into the
-// swizzled layout; rows >= rows_valid are zero-filled without reading global memory. Each thread
-// owns one 16-byte column c and rows r0, r0 + RPP, ...: RPP is a multiple of 8, so the swizzle of
-// its rows never changes and each copy is one LDGSTS with an immediate shared offset plus a
-// pointer increment (the producer runs on PRODUCER_REGS registers and shares issue slots with
-// the consumers). With D = 96, 8 rows x 12 columns keep 96 of the 128 threads busy.
-constexpr int RPP = (128 / CPR) / 8 * 8;
-static_assert(RPP >= 8, "head dim too large for the producer's copy pattern");
-template <int ROWS>
-__device__ __forceinline__ void load_tile(u32 sdst, const u16* g, long long stride, int rows_valid, int ptid) {
-  static_assert(ROWS % RPP == 0, "tile rows must be a multiple of the rows per pass");
-  if (ptid >= RPP * CPR) return;
-  const int r0 = ptid / CPR, c = ptid % CPR;
-  const u32 s0 = sdst + chunk_off<ROWS>(r0, c);
-  const u16* gp = g + r0 * stride + c * 8;
-  const long long step = RPP * stride;
-  if (rows_valid >= ROWS) {
-#pragma unroll
-    for (int k = 0; k < ROWS / RPP; ++k, gp += step) tilec_cp_async16(s0 + k * RPP * SW, gp, 16);
-  } else {
-#pragma unroll
-    for (int k = 0; k < ROWS / RPP; ++k, gp += step) {
-      const bool ok = r0 + k * RPP < rows_valid;
-      tilec_cp_async16(s0 + k * RPP * SW, ok ? gp : g, ok ? 16 : 0);
-    }
-  }
-}
-
 struct alignas(16) U4 {
   u32 x, y, z, w;
 };
+
+// A ROWS x D tile by the copy engine: one box per column block (SW/2 elements wide, ROWS rows) of
+// head `head`, batch `batch`, from sequence row `row`, into the swizzled layout above.
+template <int ROWS>
+__device__ __forceinline__ void tma_tile(u32 sdst, const TilecTensorMap* map, int row, int head, int batch, u32 bar) {
+#pragma unroll
+  for (int cb = 0; cb < D / (SW / 2); ++cb)
+    tilec_tma_load_4d(sdst + cb * ROWS * SW, map, cb * (SW / 2), row, head, batch, bar);
+}
 
 // ---- consumer building blocks. Fragment layout of S (wgmma m64nBKV accumulator): per thread,
 // s[nt*4 + e] is row row0 + 8*(e>>1), key nt*8 + 2*t + (e&1) of the tile (t = lane % 4).
 
 // S = Q K^T over D/16 k-steps: Q and K are K-major; step kk moves 32 bytes inside a column block
 // and one whole block (ROWS x SW bytes) every KSA steps.
-__device__ __forceinline__ void issue_s(float (&s)[BKV / 2], u64 dQ, const u32 (&qf)[D / 16][4], u32 sK) {
+__device__ __forceinline__ void issue_s(float (&s)[BKV / 2], u64 dQ, u32 sK) {
   const u64 dK = tilec_gmma_desc(sK, 16, 8 * SW, SWMODE);
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {
     const u32 qoff = (u32)(((kk / KSA) * BQ * SW + (kk % KSA) * 32) >> 4);
     const u32 koff = (u32)(((kk / KSA) * BKV * SW + (kk % KSA) * 32) >> 4);
-    if constexpr (Q_REGS)
-      TILEC_WGMMA_RSK(TILEC_BLOCK_KV)(s, qf[kk], dK + koff, kk > 0);
-    else
-      TILEC_WGMMA_SS(TILEC_BLOCK_KV)(s, dQ + qoff, dK + koff, kk > 0);
+    TILEC_WGMMA_SS(TILEC_BLOCK_KV)(s, dQ + qoff, dK + koff, kk > 0);
   }
 }
 
@@ -276,7 +245,8 @@ __device__ __forceinline__ void rescale(float (&o)[D / 2], const float (&corr)[2
 
 }  // namespace tilec_h
 
-extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME(const TilecParams p) {
+extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1)
+    TILEC_KERNEL_NAME(const __grid_constant__ TilecParams p, const __grid_constant__ TilecTensorMaps tm) {
   using namespace tilec_h;
   extern __shared__ __align__(16) unsigned char smem[];  // aligned to 1024 below
   // mbarriers: Q, STAGES x full, STAGES x empty
@@ -287,7 +257,6 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
   tilec_work_item(blockIdx.x, blockIdx.y, qi, h);
   const int b = blockIdx.z;
   const int qb = p.q_order ? p.q_order[qi] : qi;
-  const int hkv = h / (p.num_heads / p.num_kv_heads);
   const int seq = p.seq_len;
   const int q0 = qb * BQ;
 
@@ -297,6 +266,7 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
   const int total = n_full + (p.partial_offsets[qb + 1] - p_beg);
   const int* f_idx = p.full_indices + f_beg;
   const int* p_idx = p.partial_indices + p_beg;
+  auto tile_of = [&](int j) { return j < n_full ? f_idx[j] : p_idx[j - n_full]; };
 
   const u32 s_raw = tilec_smem_u32(smem);
   unsigned char* sbase = smem + ((1024u - (s_raw & 1023u)) & 1023u);
@@ -306,9 +276,9 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
   const u32 barFull = barQ + 8, barEmpty = barQ + 8 * (1 + STAGES);
 
   if (tid == 0) {
-    tilec_mbar_init(barQ, 128);
+    tilec_mbar_init(barQ, 1);  // the producer's expect_tx, then the bytes
     for (int s = 0; s < STAGES; ++s) {
-      tilec_mbar_init(barFull + 8 * s, 128);       // every producer thread's copies landed
+      tilec_mbar_init(barFull + 8 * s, 1);
       tilec_mbar_init(barEmpty + 8 * s, 4 * NCWG);  // every consumer warp is done with the slot
     }
     tilec_mbar_init_fence();
@@ -318,25 +288,24 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
   if (tid < 128) {
     // ------------------------------------------------------------------ producer
     tilec_setmaxnreg_dec<PRODUCER_REGS>();
-    const u16* qg = (const u16*)p.q + b * p.q_batch_stride + h * p.q_head_stride + q0 * p.q_seq_stride;
-    load_tile<BQ>(sQ, qg, p.q_seq_stride, seq - q0, tid);
-    tilec_cp_async_mbar_arrive(barQ);
-    const u16* kbase = (const u16*)p.k + b * p.k_batch_stride + hkv * p.k_head_stride;
-    const u16* vbase = (const u16*)p.v + b * p.v_batch_stride + hkv * p.v_head_stride;
+    if (tid != 0) return;  // one thread drives the copy engine
+    const int hkv = h / (p.num_heads / p.num_kv_heads);
+    tilec_prefetch_tensormap(&tm.k);
+    tilec_prefetch_tensormap(&tm.v);
+    tilec_mbar_expect_tx(barQ, BQ * D * 2);
+    tma_tile<BQ>(sQ, &tm.q, q0, h, b, barQ);
 #pragma unroll 1
     for (int j = 0; j < total; ++j) {
-      const int kb = j < n_full ? f_idx[j] : p_idx[j - n_full];
       const int slot = j % STAGES;
+      const u32 bar = barFull + 8 * slot, sK = sKV + slot * STAGE_BYTES;
       // Round r of a slot waits for the consumers' release of round r-1 (parity (r-1)&1); the
       // first round passes at once.
       tilec_mbar_wait(barEmpty + 8 * slot, ((j / STAGES) & 1) ^ 1);
-      const int k0 = kb * BKV;
-      const u32 sK = sKV + slot * STAGE_BYTES;
-      load_tile<BKV>(sK, kbase + k0 * p.k_seq_stride, p.k_seq_stride, seq - k0, tid);
-      load_tile<BKV>(sK + TILE_KV_BYTES, vbase + k0 * p.v_seq_stride, p.v_seq_stride, seq - k0, tid);
-      tilec_cp_async_mbar_arrive(barFull + 8 * slot);
+      tilec_mbar_expect_tx(bar, STAGE_BYTES);
+      const int k0 = tile_of(j) * BKV;
+      tma_tile<BKV>(sK, &tm.k, k0, hkv, b, bar);
+      tma_tile<BKV>(sK + TILE_KV_BYTES, &tm.v, k0, hkv, b, bar);
     }
-    asm volatile("cp.async.wait_all;\n" ::: "memory");  // no copy outlives its issuing thread
     return;
   }
 
@@ -359,13 +328,6 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
   // Q (A, K-major): this warpgroup's 64 rows.
   const u64 dQ = tilec_gmma_desc(sQ + wg * 64 * SW, 16, 8 * SW, SWMODE);
   tilec_mbar_wait(barQ, 0);
-  u32 qf[D / 16][4];  // used only when Q_REGS: ldmatrix x4 gives the A fragment of a 16-dim step
-  if constexpr (Q_REGS) {
-    const int qrow = wg * 64 + warp * 16 + (lane & 15);
-#pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      tilec_ldsm_x4(qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], sQ + chunk_off<BQ>(qrow, 2 * kk + (lane >> 4)));
-  }
 
   // Software pipeline over the tile sequence (full list, then partial list): iteration j issues
   // S_j = Q K_j^T and O += P_{j-1} V_{j-1} back to back, then runs the mask and softmax of S_j
@@ -373,7 +335,6 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
   // released once its P V has completed, one iteration later, so STAGES >= 3 keeps the producer
   // a full tile ahead. The first S and the last P V are peeled off so that the steady-state body
   // is branch-free between wgmma issue and wait (ptxas serializes wgmma otherwise).
-  auto tile_of = [&](int j) { return j < n_full ? f_idx[j] : p_idx[j - n_full]; };
   // Mask + softmax of S_j (issued, maybe in flight); waits for all but `pending` wgmma groups.
   // The element mask of a partial tile is evaluated before its wgmmas are issued: then S is not
   // yet live (P of the previous tile and O are), and the mask arithmetic fits beside them.
@@ -436,10 +397,9 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
     u32 keep[MASK_WORDS], cls[CLASS_WORDS];
     const bool elementwise = prepare_partial(0, kb, keep, cls);
     tilec_mbar_wait(barFull, 0);
-    tilec_fence_proxy_async();
     turn_begin();
     tilec_wgmma_fence();
-    issue_s(s, dQ, qf, sKV);
+    issue_s(s, dQ, sKV);
     tilec_wgmma_commit();
     turn_end(false);
     scores_to_p(0, kb, false, keep, cls, elementwise);
@@ -451,11 +411,10 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1) TILEC_KERNEL_NAME
     u32 keep[MASK_WORDS], cls[CLASS_WORDS];
     const bool elementwise = prepare_partial(j, kb, keep, cls);
     tilec_mbar_wait(barFull + 8 * slot, (j / STAGES) & 1);
-    tilec_fence_proxy_async();
     tilec_reg_fence(o);
     turn_begin();
     tilec_wgmma_fence();
-    issue_s(s, dQ, qf, sKV + slot * STAGE_BYTES);
+    issue_s(s, dQ, sKV + slot * STAGE_BYTES);
     tilec_wgmma_commit();
     issue_pv(o, pa, sKV + prev * STAGE_BYTES + TILE_KV_BYTES);
     tilec_wgmma_commit();

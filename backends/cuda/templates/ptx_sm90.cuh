@@ -50,6 +50,41 @@ __device__ __forceinline__ void tilec_named_barrier_arrive(u32 id, u32 count) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(count) : "memory");
 }
 
+// Adds `bytes` to the transaction count the barrier's current phase waits for and arrives once: the
+// phase completes when every arrival is in and the copy engine has delivered all those bytes.
+__device__ __forceinline__ void tilec_mbar_expect_tx(u32 bar, u32 bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+
+// ---------------------------------------------------------------- TMA (tensor memory accelerator)
+// A CUtensorMap: the driver's opaque 128-byte tensor descriptor (cuda.h is not included), encoded on
+// the host by cuTensorMapEncodeTiled (backends/cuda/tma.ts says with which arguments) and passed in a
+// __grid_constant__ kernel parameter, so its address is a parameter-space address the copy engine reads.
+struct alignas(64) TilecTensorMap {
+  u64 opaque[16];
+};
+// Kernel ABI, second parameter of sm_90a kernels: the maps of Q, K and V (sizeof == 384, align 64).
+// Each is 4-D over (head dim, sequence, heads, batch) of its tensor, box (SW/2 elements, rows, 1, 1),
+// with the template's shared-memory swizzle; rows past the sequence are zero-filled by the engine.
+struct TilecTensorMaps {
+  TilecTensorMap q, k, v;
+};
+static_assert(sizeof(TilecTensorMaps) == 384, "TilecTensorMaps layout changed: update backends/cuda/tma.ts");
+
+__device__ __forceinline__ void tilec_prefetch_tensormap(const TilecTensorMap* map) {
+  asm volatile("prefetch.tensormap [%0];\n" ::"l"((u64)map) : "memory");
+}
+// One box of `map` at coordinates (c0, c1, c2, c3) into shared memory at `sdst`; completes as
+// transaction bytes on mbarrier `bar`.
+__device__ __forceinline__ void tilec_tma_load_4d(u32 sdst, const TilecTensorMap* map, int c0, int c1, int c2, int c3,
+                                                  u32 bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(
+          sdst),
+      "l"((u64)map), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+      : "memory");
+}
+
 // ---------------------------------------------------------------- registers
 template <int N>
 __device__ __forceinline__ void tilec_setmaxnreg_inc() {

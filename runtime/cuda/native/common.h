@@ -91,5 +91,6 @@ void initNvrtc(Napi::Env env, Napi::Object exports);
 void initHalf(Napi::Env env, Napi::Object exports);
 void initCublas(Napi::Env env, Napi::Object exports);
 void initNccl(Napi::Env env, Napi::Object exports);
+void initTensorMap(Napi::Env env, Napi::Object exports);
 
 }  // namespace tilec

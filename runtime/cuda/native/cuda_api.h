@@ -89,6 +89,24 @@ struct CudaDriver {
   CUresult (*cuEventSynchronize)(CUevent);
   CUresult (*cuEventElapsedTime)(float*, CUevent, CUevent);
   CUresult (*cuEventDestroy)(CUevent);
+  // Optional (CUDA 12.0+; null when missing): encodes a TMA descriptor (CUtensorMap, 128 bytes).
+  CUresult (*cuTensorMapEncodeTiled)(void* tensorMap, int dataType, unsigned rank, void* globalAddress,
+                                     const unsigned long long* globalDim, const unsigned long long* globalStrides,
+                                     const unsigned* boxDim, const unsigned* elementStrides, int interleave,
+                                     int swizzle, int l2Promotion, int oobFill);
+};
+
+// CUtensorMap* enum values (cuda.h) for cuTensorMapEncodeTiled.
+enum : int {
+  CU_TENSOR_MAP_DATA_TYPE_UINT16 = 1,
+  CU_TENSOR_MAP_DATA_TYPE_UINT32 = 2,
+  CU_TENSOR_MAP_INTERLEAVE_NONE = 0,
+  CU_TENSOR_MAP_SWIZZLE_NONE = 0,
+  CU_TENSOR_MAP_SWIZZLE_32B = 1,
+  CU_TENSOR_MAP_SWIZZLE_64B = 2,
+  CU_TENSOR_MAP_SWIZZLE_128B = 3,
+  CU_TENSOR_MAP_L2_PROMOTION_L2_128B = 2,
+  CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE = 0,
 };
 
 typedef int nvrtcResult;

@@ -92,6 +92,8 @@ void doLoadDriver() {
     dlclose(lib);
     return;
   }
+  std::string ignored;
+  if (!resolve(lib, d.cuTensorMapEncodeTiled, {"cuTensorMapEncodeTiled"}, ignored)) d.cuTensorMapEncodeTiled = nullptr;
   driverPtr = &driver;
 }
 

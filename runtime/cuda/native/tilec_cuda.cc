@@ -313,6 +313,7 @@ static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) {
   tilec::initHalf(env, exports);
   tilec::initCublas(env, exports);
   tilec::initNccl(env, exports);
+  tilec::initTensorMap(env, exports);
   return exports;
 }
 

@@ -161,6 +161,32 @@ CUresult cuEventSynchronize(void* e) { return 0; }
 CUresult cuEventElapsedTime(float* ms, void* start, void* end) { *ms = (float)(*(double*)end - *(double*)start); return 0; }
 CUresult cuEventDestroy_v2(void* e) { free(e); return 0; }
 
+/* TMA descriptor: the real one is opaque; this one spells its arguments out so the test can check
+ * the addon's marshalling. Bytes 0-7 address; 8-27 u32 dataType, rank, swizzle, l2Promotion,
+ * oobFill; 28-47 u32 dims; 48-57 u16 box; 64-95 u64 strides of dims 1... The driver's rules the
+ * test relies on are enforced: 16-byte aligned address and strides, box 1..256, element strides 1. */
+CUresult cuTensorMapEncodeTiled(void* map, int dataType, unsigned rank, void* address, const unsigned long long* dims,
+                                const unsigned long long* strides, const unsigned* box, const unsigned* elementStrides,
+                                int interleave, int swizzle, int l2Promotion, int oobFill) {
+  unsigned char* m = map;
+  unsigned long long a = (unsigned long long)address;
+  unsigned hdr[5] = {(unsigned)dataType, rank, (unsigned)swizzle, (unsigned)l2Promotion, (unsigned)oobFill};
+  if (rank < 1 || rank > 5 || (a & 15) || interleave != 0) return INVALID_VALUE;
+  memset(m, 0, 128);
+  memcpy(m, &a, 8);
+  memcpy(m + 8, hdr, sizeof hdr);
+  for (unsigned i = 0; i < rank; ++i) {
+    unsigned dim = (unsigned)dims[i];
+    unsigned short b = (unsigned short)box[i];
+    if (box[i] < 1 || box[i] > 256 || elementStrides[i] != 1) return INVALID_VALUE;
+    if (i > 0 && (strides[i - 1] & 15)) return INVALID_VALUE;
+    memcpy(m + 28 + i * 4, &dim, 4);
+    memcpy(m + 48 + i * 2, &b, 2);
+    if (i > 0) memcpy(m + 64 + (i - 1) * 8, &strides[i - 1], 8);
+  }
+  return 0;
+}
+
 /* NVRTC: "compiles" anything; sources mentioning undeclared_thing or
  * nonsense fail. compute_XX targets yield PTX, sm_XX a fake ELF cubin. */
 typedef struct { char* source; char name[128]; char log[320]; int virtualArch; } Program;
