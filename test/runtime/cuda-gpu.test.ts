@@ -27,6 +27,8 @@ const nvrtc = nvrtcAvailable();
 const target = process.env.TILEC_FAKE_CUDA ? "CUDA on the fake driver" : "CUDA on a GPU";
 const gpuSuite = cuda.ok ? target : `${target} (skipped: ${cuda.reason})`;
 const noNvrtc = !nvrtc.ok;
+// cuTensorMapEncodeTiled needs compute capability 9.0 (the fake driver has it too).
+const tmaDevice = cuda.ok && (process.env.TILEC_FAKE_CUDA || CudaDevice.open().info.ccMajor >= 9);
 const nvrtcNote = nvrtc.ok ? "" : ` (skipped: ${nvrtc.reason})`;
 
 const KERNELS = String.raw`
@@ -209,6 +211,45 @@ describe.skipIf(!cuda.ok)(gpuSuite, () => {
     dy.free();
     expect(() => dev.alloc(8, "u8").free()).not.toThrow();
   });
+
+  // TMA descriptors are sm_90+ and opaque on a real driver; the fake one spells its arguments out,
+  // so there the marshalling is checked field by field.
+  it.skipIf(!tmaDevice)(
+    "encodes TMA descriptors (cuTensorMapEncodeTiled) and names the call when the driver refuses",
+    () => {
+      const x = dev.alloc(4 * 100 * 8 * 64 * 2, "u8");
+      try {
+        const args = {
+          elementBytes: 2,
+          dims: [64, 100, 8, 4],
+          stridesBytes: [8 * 64 * 2, 64 * 2, 100 * 8 * 64 * 2],
+          box: [64, 128, 1, 1],
+          swizzleBytes: 128,
+        };
+        const map = dev.encodeTensorMap(x.ptr, args);
+        expect(map.byteLength).toBe(128);
+        expect(map.some((b) => b !== 0)).toBe(true);
+        if (process.env.TILEC_FAKE_CUDA) {
+          const v = new DataView(map.buffer, map.byteOffset);
+          const u32 = (o: number) => v.getUint32(o, true);
+          expect(v.getBigUint64(0, true)).toBe(x.ptr);
+          // dataType UINT16, rank 4, swizzle 128B (3), L2 promotion 128B (2), zero fill (0)
+          expect([8, 12, 16, 20, 24].map(u32)).toEqual([1, 4, 3, 2, 0]);
+          expect([28, 32, 36, 40].map(u32)).toEqual(args.dims);
+          expect([48, 50, 52, 54].map((o) => v.getUint16(o, true))).toEqual(args.box);
+          expect([64, 72, 80].map((o) => Number(v.getBigUint64(o, true)))).toEqual(args.stridesBytes);
+        }
+        // A stride that is not a multiple of 16 bytes is refused by the driver, named.
+        expect(() =>
+          dev.encodeTensorMap(x.ptr, { ...args, stridesBytes: [8 * 64 * 2 + 2, 128, 102400] }),
+        ).toThrow(/^CUDA_ERROR_\w+ in cuTensorMapEncodeTiled/);
+        expect(() => dev.encodeTensorMap(x.ptr, { ...args, swizzleBytes: 48 })).toThrow(/swizzleBytes/);
+        expect(() => dev.encodeTensorMap(x.ptr, { ...args, box: [64, 512, 1, 1] })).toThrow(/box entries/);
+      } finally {
+        x.free();
+      }
+    },
+  );
 
   it("turns a driver error into CUDA_ERROR_* naming the call", () => {
     expect(() => dev.alloc(2 ** 52, "u8")).toThrow(/^CUDA_ERROR_\w+ in cuMemAlloc_v2/);
