@@ -79,6 +79,18 @@ export class CudaConfigError extends Error {
   }
 }
 
+/** What a caller must pass as the second parameter, for kernels that take TMA descriptors. */
+function tensorMapsHeader(ir: KernelIR, arch: CudaArch): string[] {
+  const maps = kernelTensorMaps(ir, arch);
+  if (!maps.length) return [];
+  const boxes = maps.map((m) => `${m.tensor} (${m.boxCols}, ${m.boxRows}, 1, 1)`).join(", ");
+  return [
+    `// Parameters: (TilecParams p, TilecTensorMaps tm). tm holds cuTensorMapEncodeTiled descriptors of q, k, v, each over`,
+    `// its tensor as (head dim, seq, heads, batch) with byte strides of seq, heads, batch, 2-byte elements, boxes ${boxes},`,
+    `// ${maps[0]!.swizzleBytes}-byte swizzle, zero fill (manifest: tensorMaps; backends/cuda/tma.ts).`,
+  ];
+}
+
 export function emitCuda(ir: KernelIR, arch: CudaArch): CudaKernelSource {
   const problems = configProblems(ir, arch);
   if (problems.length) throw new CudaConfigError(ir.name, problems);
@@ -105,6 +117,7 @@ export function emitCuda(ir: KernelIR, arch: CudaArch): CudaKernelSource {
     `// partial ones apply tilec_mask below. Empty blocks appear in neither list and are never touched.`,
     `// Inside partial blocks, 16 x 8 sub-tiles are classified too (TilecParams.partial_classes): ${sub.counts.full} full,`,
     `// ${sub.counts.empty} empty, ${sub.counts.partial} partial; only a warp whose sub-tiles include a partial one evaluates tilec_mask.`,
+    ...tensorMapsHeader(ir, arch),
   ].join("\n");
   const defines = [
     `#define TILEC_HEAD_DIM ${ir.headDim}`,
