@@ -19,10 +19,31 @@ export function swapAxesHost<T extends HostArray>(input: T, output: T, s: SwapAx
 }
 
 /**
- * Runs every rank's transfers at once, pairing the k-th send a→b with the k-th receive on b from
- * a as NCCL does; throws where the plans disagree (a count mismatch or an unmatched transfer would
- * hang or corrupt a real run).
+ * NCCL's pairing rule for one ordered pair of ranks: the k-th send a→b meets the k-th receive on b
+ * from a. Throws where the two sides disagree (a count mismatch or an unmatched transfer would hang
+ * or corrupt a real run). Shared by the host simulation below and the tests' simulated GPU ranks.
  */
+export function pairTransfers<S extends { count: number }, R extends { count: number }>(
+  a: number,
+  b: number,
+  sends: readonly S[],
+  recvs: readonly R[],
+): [S, R][] {
+  if (sends.length !== recvs.length)
+    throw new Error(
+      `rank ${a} sends ${sends.length} transfer(s) to rank ${b}, which receives ${recvs.length}`,
+    );
+  return sends.map((s, k) => {
+    const r = recvs[k]!;
+    if (s.count !== r.count)
+      throw new Error(
+        `transfer ${k} from rank ${a} to rank ${b}: ${s.count} elements sent, ${r.count} expected`,
+      );
+    return [s, r];
+  });
+}
+
+/** Runs every rank's transfers at once, paired as NCCL pairs them (pairTransfers). */
 export function runExchangeHost<T extends HostArray>(
   plans: readonly Exchange[],
   sendBuffers: readonly T[],
@@ -33,16 +54,7 @@ export function runExchangeHost<T extends HostArray>(
     for (let b = 0; b < n; b++) {
       const sends = plans[a]!.sends.filter((t) => t.peer === b);
       const recvs = plans[b]!.recvs.filter((t) => t.peer === a);
-      if (sends.length !== recvs.length)
-        throw new Error(
-          `rank ${a} sends ${sends.length} transfer(s) to rank ${b}, which receives ${recvs.length}`,
-        );
-      sends.forEach((s, k) => {
-        const r = recvs[k]!;
-        if (s.count !== r.count)
-          throw new Error(
-            `transfer ${k} from rank ${a} to rank ${b}: ${s.count} elements sent, ${r.count} expected`,
-          );
+      pairTransfers(a, b, sends, recvs).forEach(([s, r], k) => {
         const src = sendBuffers[a]!;
         const dst = recvBuffers[b]!;
         if (s.offset + s.count > src.length || r.offset + r.count > dst.length)

@@ -4,6 +4,7 @@
 // path (pack kernels, per-rank kernels over heads/N heads, unpack) run for N > 1 without N GPUs;
 // only NCCL's transport itself is left out.
 import type { DeviceBuffer, Stream } from "../../../runtime/cuda/device.ts";
+import { pairTransfers } from "../../../runtime/parallel/hostExchange.ts";
 import type { Exchange } from "../../../runtime/parallel/partition.ts";
 import type { SwapAxesKernel } from "../../../runtime/parallel/swapAxes.ts";
 import type { Group } from "../../../runtime/parallel/ulysses.ts";
@@ -40,16 +41,8 @@ export class SimulatedRanks {
         const recvs = this.posted[b]!.flatMap((p) =>
           p.plan.recvs.filter((t) => t.peer === a).map((t) => ({ ...t, buf: p.recv })),
         );
-        if (sends.length !== recvs.length)
-          throw new Error(
-            `rank ${a} sends ${sends.length} transfer(s) to rank ${b}, which receives ${recvs.length}`,
-          );
-        sends.forEach((s, k) => {
-          const r = recvs[k]!;
-          if (s.count !== r.count)
-            throw new Error(`transfer ${k} ${a}→${b}: ${s.count} sent, ${r.count} expected`);
+        for (const [s, r] of pairTransfers(a, b, sends, recvs))
           this.copier.copyElements(s.buf, s.offset, r.buf, r.offset, s.count, stream);
-        });
       }
     for (const p of this.posted) p.length = 0;
   }
