@@ -30,16 +30,6 @@ __device__ __forceinline__ void tilec_mbar_wait(u32 bar, u32 parity) {
 __device__ __forceinline__ void tilec_mbar_arrive(u32 bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
 }
-// Arrives on `bar` once every cp.async this thread issued so far has landed; counts as one of the
-// barrier's expected arrivals (.noinc), so the producer never waits for its own copies.
-__device__ __forceinline__ void tilec_cp_async_mbar_arrive(u32 bar) {
-  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
-}
-// Orders this thread's view of shared memory (generic proxy: cp.async, st.shared) before its later
-// async-proxy accesses (wgmma operand reads).
-__device__ __forceinline__ void tilec_fence_proxy_async() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
 // Barrier over `count` threads (a multiple of 32) on hardware barrier `id` (0 is __syncthreads).
 __device__ __forceinline__ void tilec_named_barrier(u32 id, u32 count) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(count) : "memory");
