@@ -318,8 +318,13 @@ export class CudaDevice {
     this.info = native().deviceInfo();
   }
 
-  /** Initializes CUDA on device `ordinal`; throws (with the reason) if CUDA is unusable. */
-  static open(ordinal = 0): CudaDevice {
+  /**
+   * Initializes CUDA on device `ordinal`; throws (with the reason) if CUDA is unusable. Without an
+   * ordinal it returns the device this process already drives (a rank of `tilec launch` opens its
+   * GPU first, then the compiler, DiT and tuner open "the" device), else device 0.
+   */
+  static open(ordinal?: number): CudaDevice {
+    ordinal ??= opened.values().next().value?.ordinal ?? 0;
     let d = opened.get(ordinal);
     if (!d) {
       d = new CudaDevice(ordinal);

@@ -29,7 +29,7 @@ export function available(): CudaAvailability {
 
 export const cuda = {
   available,
-  open: (ordinal = 0): CudaDevice => CudaDevice.open(ordinal),
+  open: (ordinal?: number): CudaDevice => CudaDevice.open(ordinal),
 };
 
 export { addonBuilt, addonPath, loadAddon, tryLoadAddon } from "./addon.ts";

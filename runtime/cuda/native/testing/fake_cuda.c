@@ -38,8 +38,16 @@ static const char* errName(CUresult r) {
 
 CUresult cuInit(unsigned flags) { return 0; }
 CUresult cuDriverGetVersion(int* v) { *v = FAKE_DRIVER_VERSION; return 0; }
-CUresult cuDeviceGetCount(int* c) { *c = 1; return 0; }
-CUresult cuDeviceGet(int* d, int ordinal) { *d = 0; return ordinal == 0 ? 0 : INVALID_DEVICE; }
+/* TILEC_FAKE_DEVICE_COUNT GPUs (default 1), for tests of a rank that drives device 1. */
+static int deviceCount(void) {
+  const char* n = getenv("TILEC_FAKE_DEVICE_COUNT");
+  return n && atoi(n) > 0 ? atoi(n) : 1;
+}
+CUresult cuDeviceGetCount(int* c) { *c = deviceCount(); return 0; }
+CUresult cuDeviceGet(int* d, int ordinal) {
+  *d = ordinal;
+  return ordinal >= 0 && ordinal < deviceCount() ? 0 : INVALID_DEVICE;
+}
 CUresult cuDeviceGetName(char* name, int len, int d) { snprintf(name, len, "Fake GPU"); return 0; }
 CUresult cuDeviceGetAttribute(int* v, int attr, int d) {
   switch (attr) {
