@@ -13,6 +13,8 @@
 //    norms, MLP, cross-attention queries and final layer on S/N tokens, self-attention through
 //    Ulysses). The step's input and output are the rank's token rows, as in a sampler, which
 //    gathers the latent once at the end (not timed: once per video, not per step).
+//    One more step is timed part by part (CudaDit's timeParts: projections, attention, cross-
+//    attention, MLP, ...) on rank 0, and on one GPU without sequence parallelism: sp.json's parts_ms.
 //  - with --dit-all, also "dit 3:21 (attention split, other layers repeated)": the whole DiT on every
 //    rank with only attention divided (DitSequenceParallel "all" mode), for comparison.
 // Every timed repetition starts after an all-reduce barrier; a rank's time is measured with device
@@ -56,6 +58,9 @@ interface RankTimes {
   perStep: Record<string, number>;
   /** World size 1 only: the same work without sequence parallelism (no exchange, no NCCL). */
   plain: Record<string, number[]>;
+  /** DiT cases: one more step timed part by part (CudaDit's timeParts), this rank; "plain" likewise. */
+  parts: Record<string, Record<string, number>>;
+  plainParts: Record<string, Record<string, number>>;
 }
 
 function barrier(world: World, one: DeviceBuffer): void {
@@ -93,6 +98,10 @@ async function rankMain(): Promise<RankTimes> {
   const times: Record<string, number[]> = {};
   const perStep: Record<string, number> = {};
   const plain: Record<string, number[]> = {};
+  const parts: Record<string, Record<string, number>> = {};
+  const plainParts: Record<string, Record<string, number>> = {};
+  const round = (r: Record<string, number> | undefined) =>
+    Object.fromEntries(Object.entries(r ?? {}).map(([k, v]) => [k, Number(v.toFixed(2))]));
 
   for (const [label, kernel] of [
     ["attention 3:21 ×32", "tile_3_21"],
@@ -146,6 +155,7 @@ async function rankMain(): Promise<RankTimes> {
       const plainForward = () => dit.forward(latent, [500], out);
       if (world.size === 1) {
         plain[slicedLabel] = timeReps(world, one, 1, plainForward);
+        plainParts[slicedLabel] = round(dit.forward(latent, [500], out, { timeParts: true }).partsMs);
         if (withDitAll) plain[allLabel] = plain[slicedLabel];
       }
       if (withDitAll) {
@@ -170,12 +180,14 @@ async function rankMain(): Promise<RankTimes> {
     sliced.sliceLatent(whole, rows);
     times[slicedLabel] = timeReps(world, one, 1, () => sliced.dit.forward(rows, [500], outRows));
     perStep[slicedLabel] = 1;
+    barrier(world, one);
+    parts[slicedLabel] = round(sliced.dit.forward(rows, [500], outRows, { timeParts: true }).partsMs);
     for (const b of [whole, rows, outRows]) b.free();
     sliced.free();
   }
   one.free();
   world.comm.destroy();
-  return { rank: world.rank, device: dev.info.name, times, perStep, plain };
+  return { rank: world.rank, device: dev.info.name, times, perStep, plain, parts, plainParts };
 }
 
 const round2 = (x: number) => Number(x.toFixed(2));
@@ -219,6 +231,7 @@ async function driver(): Promise<void> {
           gpus: 1,
           ms_per_step: round2(ms1),
           speedup: 1,
+          ...(ranks[0]!.plainParts[label] ? { parts_ms: ranks[0]!.plainParts[label] } : {}),
         });
       }
       const base = baseline.get(label);
@@ -229,6 +242,8 @@ async function driver(): Promise<void> {
         speedup: base === undefined ? null : Number((base / ms).toFixed(3)),
         reps: slowest.length,
         rank_ms: ranks.map((r) => Number((median(r.times[label]!) * r.perStep[label]!).toFixed(2))),
+        // One extra step timed part by part on rank 0 (DiT cases): where the step goes.
+        ...(ranks[0]!.parts[label] ? { parts_ms: ranks[0]!.parts[label] } : {}),
       });
       console.error(`  ${label}: ${ms.toFixed(1)} ms/step${base ? ` (${(base / ms).toFixed(2)}×)` : ""}`);
     }

@@ -216,6 +216,39 @@ export function timeMs(fn: () => void, stream: Stream | null = null): number {
   }
 }
 
+/**
+ * Device-event timing of consecutive phases of work on one stream: each mark(phase) records an
+ * event, and the time since the previous mark (or the start) counts towards that phase, summed over
+ * repeats (a DiT's 32 layers). finish() waits for the last event and returns milliseconds per phase.
+ */
+export class PhaseTimer {
+  private readonly marks: { phase: string; event: CudaEvent }[] = [];
+
+  constructor(private readonly stream: Stream | null = null) {
+    this.marks.push({ phase: "", event: CudaEvent.create().record(stream) });
+  }
+
+  mark(phase: string): void {
+    this.marks.push({ phase, event: CudaEvent.create().record(this.stream) });
+  }
+
+  finish(): Record<string, number> {
+    const ms: Record<string, number> = {};
+    if (!this.marks.length) return ms; // finished before
+    try {
+      this.marks[this.marks.length - 1]!.event.synchronize();
+      for (let i = 1; i < this.marks.length; i++) {
+        const { phase, event } = this.marks[i]!;
+        ms[phase] = (ms[phase] ?? 0) + event.elapsedSince(this.marks[i - 1]!.event);
+      }
+    } finally {
+      for (const m of this.marks) m.event.destroy();
+      this.marks.length = 0;
+    }
+    return ms;
+  }
+}
+
 export type Dim3 = number | readonly [number] | readonly [number, number] | readonly [number, number, number];
 
 export interface LaunchConfig {

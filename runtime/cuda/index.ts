@@ -52,6 +52,7 @@ export {
   CudaKernel,
   CudaModule,
   DeviceBuffer,
+  PhaseTimer,
   Stream,
   timeMs,
   type Dim3,

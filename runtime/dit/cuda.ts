@@ -9,7 +9,7 @@
 import { compile, type CudaAttention } from "../attention.ts";
 import { kernelFor, type CheckedSpec, type ModelSpec } from "../../compiler/check.ts";
 import { gemm } from "../cuda/cublas.ts";
-import { CudaDevice, CudaEvent, type DeviceBuffer, type Stream } from "../cuda/device.ts";
+import { CudaDevice, CudaEvent, PhaseTimer, type DeviceBuffer, type Stream } from "../cuda/device.ts";
 import { tokenGrid, type DitConfig } from "./config.ts";
 import { ditKernels, layerKernel, modelKernels, modelStep } from "./specKernels.ts";
 import { Act, DitKernels } from "./kernels.ts";
@@ -73,6 +73,28 @@ export interface ForwardOptions {
   readonly steps?: number;
   /** Time the self-attention calls with device events (synchronizes at the end of the forward). */
   readonly timeAttention?: boolean;
+  /**
+   * Time every part of the forward with device events, summed over the layers (synchronizes at the
+   * end): where a step goes, e.g. which parts stop scaling on a token slice.
+   */
+  readonly timeParts?: boolean;
+}
+
+/** The parts ForwardOptions.timeParts reports, in forward order. */
+export const DIT_PARTS = [
+  "embedding",
+  "self-attention projections",
+  "self-attention",
+  "self-attention output",
+  "cross-attention",
+  "mlp",
+  "final layer",
+] as const;
+export type DitPart = (typeof DIT_PARTS)[number];
+
+export interface ForwardTimes {
+  attentionMs?: number;
+  partsMs?: Record<DitPart, number>;
 }
 
 export class CudaDit {
@@ -214,7 +236,7 @@ export class CudaDit {
     timesteps: readonly number[],
     out: DeviceBuffer,
     o: ForwardOptions = {},
-  ): { attentionMs?: number } {
+  ): ForwardTimes {
     // The kernel alone would read past a slice's q, k, v: a slice needs every rank's keys.
     if (this.attention === runSelfAttention && this.slice.count !== this.tokens)
       throw new Error(
@@ -247,7 +269,7 @@ export class CudaDit {
     timesteps: readonly number[],
     out: DeviceBuffer,
     o: ForwardOptions = {},
-  ): Generator<SelfAttentionCall, { attentionMs?: number }, void> {
+  ): Generator<SelfAttentionCall, ForwardTimes, void> {
     const c = this.config;
     if (!this.textValid) throw new Error("call encodeText() before forward()");
     if (timesteps.length !== this.batch)
@@ -267,6 +289,8 @@ export class CudaDit {
       throw new RangeError(`out must be fp32 ${shape(c.outChannels)}`);
     const { acts: a, weights: w, kernels: k } = this;
     const stream = k.stream;
+    const timer = o.timeParts ? new PhaseTimer(stream) : undefined;
+    const mark = (part: DitPart) => timer?.mark(part);
 
     // Timestep conditioning: embedded_timestep e [B, C] and adaLN's 6 rows t6 [B, 6C].
     const tf = new Float32Array(B * c.timestepChannels);
@@ -287,6 +311,7 @@ export class CudaDit {
     else k.patchify(latent, a.patches, { ...dims, C: c.inChannels });
     linear(a.patches, M, c.inChannels * p * p, w.patch, C, a.x);
     k.biasActF32(a.x, w.patchBias, a.x, null, M, C, Act.None);
+    mark("embedding");
 
     const mod = { rows: M, C, tokens: N, tembStride: 6 * C, chunkStride: C, eps: c.normEps };
     const step = modelStep(this.model, o.step, o.steps);
@@ -315,6 +340,7 @@ export class CudaDit {
         base: c.ropeBase,
       });
       const kernelName = this.model ? kernelFor(this.model, layer, step) : this.kernelName(layer);
+      mark("self-attention projections");
       events[layer]?.[0].record(stream);
       yield {
         layer,
@@ -328,6 +354,7 @@ export class CudaDit {
         stream,
       };
       events[layer]?.[1].record(stream);
+      mark("self-attention");
       linear(a.o, M, C, blk.out, C, a.y);
       k.gateResidual(a.x, a.y, blk.outBias, blk.table, a.t6, {
         rows: M,
@@ -336,6 +363,7 @@ export class CudaDit {
         tembStride: 6 * C,
         gateIdx: 2,
       });
+      mark("self-attention output");
 
       // Cross-attention on the residual stream (no norm, no gate), per sample: scores, softmax, P·V.
       k.castBf16(a.x, a.xn, M * C);
@@ -374,6 +402,7 @@ export class CudaDit {
         tembStride: 0,
         gateIdx: -1,
       });
+      mark("cross-attention");
 
       // MLP.
       k.normModulate(a.x, a.xn, blk.table, a.t6, { ...mod, shiftIdx: 3, scaleIdx: 4 });
@@ -387,6 +416,7 @@ export class CudaDit {
         tembStride: 6 * C,
         gateIdx: 5,
       });
+      mark("mlp");
     }
 
     // Final layer: norm_out modulated by scale_shift_table + embedded_timestep, proj_out, unpatchify.
@@ -400,8 +430,10 @@ export class CudaDit {
     linear(a.xn, M, C, w.proj, p * p * c.outChannels, a.projOut);
     if (sliced) k.projToRows(a.projOut, w.projBias, out, M, c.outChannels, p);
     else k.unpatchify(a.projOut, w.projBias, out, { ...dims, C: c.outChannels });
+    mark("final layer");
+    const partsMs = timer?.finish() as Record<DitPart, number> | undefined;
 
-    if (!events.length) return {};
+    if (!events.length) return partsMs ? { partsMs } : {};
     events[events.length - 1]![1].synchronize();
     let ms = 0;
     for (const [s, e] of events) {
@@ -409,7 +441,7 @@ export class CudaDit {
       s.destroy();
       e.destroy();
     }
-    return { attentionMs: ms };
+    return partsMs ? { attentionMs: ms, partsMs } : { attentionMs: ms };
   }
 
   /** Host convenience (tests): latent in, prediction out, both float32 host arrays. */

@@ -16,6 +16,7 @@ import {
   CudaModule,
   nvrtcAvailable,
   nvrtcVersion,
+  PhaseTimer,
   ptxText,
   timeMs,
   type CudaKernel,
@@ -329,6 +330,34 @@ describe.skipIf(!cuda.ok)(gpuSuite, () => {
     expect(() => kernel("spin").launch({ grid: 1, block: 1, stream }, [{ i64: 1n }, { ptr: sink }])).toThrow(
       /destroyed/,
     );
+    sink.free();
+  });
+
+  it.skipIf(noNvrtc)(`a phase timer sums each phase's time over repeats${nvrtcNote}`, () => {
+    const sink = dev.allocElements("i32", 1).zero();
+    const stream = dev.createStream();
+    const spin = (clocks: bigint) =>
+      kernel("spin").launch({ grid: 1, block: 32, stream }, [{ i64: clocks }, { ptr: sink }]);
+    const whole = CudaEvent.create().record(stream);
+    const timer = new PhaseTimer(stream);
+    for (let i = 0; i < 2; i++) {
+      spin(4_000_000n);
+      timer.mark("long");
+      spin(400_000n);
+      timer.mark("short");
+    }
+    const end = CudaEvent.create().record(stream);
+    const parts = timer.finish();
+    end.synchronize();
+    expect(Object.keys(parts)).toEqual(["long", "short"]);
+    expect(parts.long).toBeGreaterThan(parts.short!);
+    expect(parts.short).toBeGreaterThan(0);
+    // The phases tile the interval: together no longer than the whole, measured outside.
+    expect(parts.long! + parts.short!).toBeLessThanOrEqual(end.elapsedSince(whole) + 1e-3);
+    expect(timer.finish()).toEqual({}); // finished: its events are gone
+    whole.destroy();
+    end.destroy();
+    stream.destroy();
     sink.free();
   });
 });

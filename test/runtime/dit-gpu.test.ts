@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { available, CudaDevice, DeviceBuffer } from "../../runtime/cuda/index.ts";
 import { cublasAvailable, gemm } from "../../runtime/cuda/cublas.ts";
-import { CudaDit } from "../../runtime/dit/cuda.ts";
+import { CudaDit, DIT_PARTS } from "../../runtime/dit/cuda.ts";
 import { forwardCpu } from "../../runtime/dit/cpu.ts";
 import { memoryWeights, randomWeights } from "../../runtime/dit/weights.ts";
 import { randomArray, relativeError } from "../../runtime/reference.ts";
@@ -98,6 +98,27 @@ describe.skipIf(skip)(`DiT on CUDA${skip ? ` (skipped: ${blas.reason})` : ""}`, 
       const want = forwardCpu(TINY, memoryWeights(tensors, shapes), inp, tinyMasks(spec, step));
       expect(got.every(Number.isFinite)).toBe(true);
       expect(relativeError(got, want)).toBeLessThan(BF16_TOL);
+    });
+
+    it("times the forward part by part without changing its output", () => {
+      const inp = tinyInputs(22);
+      dit.encodeText(Float32Array.from(inp.text), inp.textValid);
+      const latent = DeviceBuffer.alloc(inp.latent.length * 4, "fp32").upload(Float32Array.from(inp.latent));
+      const plain = DeviceBuffer.alloc(dit.latentLength(TINY.outChannels) * 4, "fp32");
+      const timed = DeviceBuffer.alloc(dit.latentLength(TINY.outChannels) * 4, "fp32");
+      try {
+        expect(dit.forward(latent, inp.timesteps, plain)).toEqual({});
+        const r = dit.forward(latent, inp.timesteps, timed, { timeParts: true, timeAttention: true });
+        expect(Object.keys(r.partsMs!)).toEqual([...DIT_PARTS]);
+        expect(Object.values(r.partsMs!).every((ms) => ms > 0)).toBe(true);
+        // The same events bracket self-attention (the attention timer's pair is recorded in between).
+        expect(Math.abs(r.partsMs!["self-attention"] - r.attentionMs!)).toBeLessThan(
+          0.05 + 0.05 * r.attentionMs!,
+        );
+        expect([...timed.download()]).toEqual([...plain.download()]);
+      } finally {
+        for (const b of [latent, plain, timed]) b.free();
+      }
     });
 
     it("picks each layer's kernel from the model section, mapping sampler steps proportionally", () => {
