@@ -63,6 +63,8 @@ interface RankTimes {
   plainParts: Record<string, Record<string, number>>;
 }
 
+const round2 = (x: number) => Number(x.toFixed(2));
+
 function barrier(world: World, one: DeviceBuffer): void {
   world.comm.allReduce(one, one, "sum");
   world.cuda.synchronize();
@@ -101,7 +103,7 @@ async function rankMain(): Promise<RankTimes> {
   const parts: Record<string, Record<string, number>> = {};
   const plainParts: Record<string, Record<string, number>> = {};
   const round = (r: Record<string, number> | undefined) =>
-    Object.fromEntries(Object.entries(r ?? {}).map(([k, v]) => [k, Number(v.toFixed(2))]));
+    Object.fromEntries(Object.entries(r ?? {}).map(([k, v]) => [k, round2(v)]));
 
   for (const [label, kernel] of [
     ["attention 3:21 ×32", "tile_3_21"],
@@ -189,8 +191,6 @@ async function rankMain(): Promise<RankTimes> {
   world.comm.destroy();
   return { rank: world.rank, device: dev.info.name, times, perStep, plain, parts, plainParts };
 }
-
-const round2 = (x: number) => Number(x.toFixed(2));
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

@@ -9,7 +9,7 @@
 import { compile, type CudaAttention } from "../attention.ts";
 import { kernelFor, type CheckedSpec, type ModelSpec } from "../../compiler/check.ts";
 import { gemm } from "../cuda/cublas.ts";
-import { CudaDevice, CudaEvent, PhaseTimer, type DeviceBuffer, type Stream } from "../cuda/device.ts";
+import { CudaDevice, PhaseTimer, type DeviceBuffer, type Stream } from "../cuda/device.ts";
 import { tokenGrid, type DitConfig } from "./config.ts";
 import { ditKernels, layerKernel, modelKernels, modelStep } from "./specKernels.ts";
 import { Act, DitKernels } from "./kernels.ts";
@@ -289,7 +289,8 @@ export class CudaDit {
       throw new RangeError(`out must be fp32 ${shape(c.outChannels)}`);
     const { acts: a, weights: w, kernels: k } = this;
     const stream = k.stream;
-    const timer = o.timeParts ? new PhaseTimer(stream) : undefined;
+    // One timer serves both options: self-attention is one of the parts.
+    const timer = o.timeParts || o.timeAttention ? new PhaseTimer(stream) : undefined;
     const mark = (part: DitPart) => timer?.mark(part);
 
     // Timestep conditioning: embedded_timestep e [B, C] and adaLN's 6 rows t6 [B, 6C].
@@ -315,9 +316,6 @@ export class CudaDit {
 
     const mod = { rows: M, C, tokens: N, tembStride: 6 * C, chunkStride: C, eps: c.normEps };
     const step = modelStep(this.model, o.step, o.steps);
-    const events = o.timeAttention
-      ? w.blocks.map(() => [CudaEvent.create(), CudaEvent.create()] as const)
-      : [];
     const D = c.headDim;
     const heads = c.numHeads;
     const L = this.options.textTokens;
@@ -341,7 +339,6 @@ export class CudaDit {
       });
       const kernelName = this.model ? kernelFor(this.model, layer, step) : this.kernelName(layer);
       mark("self-attention projections");
-      events[layer]?.[0].record(stream);
       yield {
         layer,
         step,
@@ -353,7 +350,6 @@ export class CudaDit {
         out: a.o,
         stream,
       };
-      events[layer]?.[1].record(stream);
       mark("self-attention");
       linear(a.o, M, C, blk.out, C, a.y);
       k.gateResidual(a.x, a.y, blk.outBias, blk.table, a.t6, {
@@ -431,17 +427,12 @@ export class CudaDit {
     if (sliced) k.projToRows(a.projOut, w.projBias, out, M, c.outChannels, p);
     else k.unpatchify(a.projOut, w.projBias, out, { ...dims, C: c.outChannels });
     mark("final layer");
-    const partsMs = timer?.finish() as Record<DitPart, number> | undefined;
-
-    if (!events.length) return partsMs ? { partsMs } : {};
-    events[events.length - 1]![1].synchronize();
-    let ms = 0;
-    for (const [s, e] of events) {
-      ms += e.elapsedSince(s);
-      s.destroy();
-      e.destroy();
-    }
-    return partsMs ? { attentionMs: ms, partsMs } : { attentionMs: ms };
+    if (!timer) return {};
+    const partsMs = timer.finish() as Record<DitPart, number>;
+    return {
+      ...(o.timeAttention ? { attentionMs: partsMs["self-attention"] } : {}),
+      ...(o.timeParts ? { partsMs } : {}),
+    };
   }
 
   /** Host convenience (tests): latent in, prediction out, both float32 host arrays. */
