@@ -14,10 +14,13 @@ export interface KernelConfig {
   /** K/V shared-memory pipeline depth. */
   readonly stages: number;
   /**
-   * Keys per K/V tile the kernel streams. It divides the spec's block size and may be finer: the
-   * kernel then runs the plan re-derived at (blockQ × kvTile), which never computes a pair the spec's
-   * plan skips, and often skips more (half of a partial 128-key block may be empty). A 64-key tile
-   * fits three 4-warp CTAs per H100 SM where a 128-key tile fits one.
+   * Keys per K/V tile the kernel streams. Where it divides the spec's block size the kernel runs the
+   * plan re-derived at (blockQ × kvTile), which never computes a pair the spec's plan skips and often
+   * skips more (half of a partial 128-key block may be empty); a 64-key tile fits three 4-warp CTAs
+   * per H100 SM where a 128-key tile fits one. The sm_90a template also takes a tile that does not
+   * divide it (a multiple of 16): its plan, re-derived the same way, may compute a little of what the
+   * spec's plan skips (KernelIR.kernelDensity says how much; partial tiles stay element-exact), and
+   * longer tiles spread each tile's fixed costs over more keys (hopperConfig).
    */
   readonly kvTile: number;
 }
@@ -113,9 +116,14 @@ export function defaultConfig(
 
 /**
  * On sm_90 (H100) the CUDA backend's wgmma template (backends/cuda/templates/flash_fwd_sm90.cuh):
- * a producer warpgroup plus one 64-row consumer warpgroup per 64 query rows, 128-key tiles (the
- * wgmma N of S = Q K^T), 3–4 K/V stages (its software pipeline holds a slot one tile longer). Shapes it does not cover (fp32, head dims other than
- * 64/96/128, query blocks other than 64/128 rows) keep the sm_80 configuration.
+ * a producer warpgroup plus one 64-row consumer warpgroup per 64 query rows, 3–4 K/V stages (its
+ * software pipeline holds a slot one tile longer). Key tiles (the wgmma N of S = Q K^T) of 128, except
+ * at head dim 96 with 128-row blocks: 160-key tiles in 3 stages (210 KB), which spread each tile's
+ * fixed costs (barriers, row-max shuffles, the re-read of Q from shared memory) over more keys and
+ * measured 0–5% faster than 128 keys in 4 stages on the Open-Sora-Plan masks (20 of 21 A/B pairs) on
+ * H100, a GPU these kernels hold at its power cap (bench/NOTES.md step 20). 176 keys measured about the same on the
+ * masks but spill on the element-mask path; 192 keys fit only 2 stages and lose 30%. Shapes the template does not cover (fp32,
+ * head dims other than 64/96/128, query blocks other than 64/128 rows) keep the sm_80 configuration.
  */
 export function hopperConfig(
   blockQ: number,
@@ -125,11 +133,18 @@ export function hopperConfig(
 ): KernelConfig | undefined {
   if (!target.arch?.startsWith("sm_90") || dtype === "fp32") return undefined;
   if (![64, 96, 128].includes(target.headDim ?? 0) || (blockQ !== 64 && blockQ !== 128)) return undefined;
+  const warps = hopperWarpCount(blockQ);
+  if (target.headDim === 96 && blockQ === 128 && blockKv >= 128) return { warps, stages: 3, kvTile: 160 };
   const kvTile = blockKv % 128 === 0 ? 128 : blockKv % 64 === 0 ? 64 : undefined;
   if (!kvTile) return undefined;
   // 4 stages where they fit in sm_90's 227 KB (head dim <= 96 at 128 x 128), else 3.
   const stages = (target.headDim ?? 0) <= 96 || kvTile < 128 ? 4 : 3;
-  return { warps: 4 * (blockQ / 64 + 1), stages, kvTile };
+  return { warps, stages, kvTile };
+}
+
+/** The sm_90a template's warps (backends/cuda/target.ts hopperWarps): producer + 64-row consumers. */
+function hopperWarpCount(blockQ: number): number {
+  return 4 * (blockQ / 64 + 1);
 }
 
 export function cIdentifier(s: string): string {
@@ -146,9 +161,13 @@ export function lowerKernel(
   const k: KernelSpec = kp.kernel;
   const l = k.layout;
   const cfg = config ?? defaultConfig(k.blockQ, k.blockKv, l.dtype, { arch, headDim: l.headDim });
-  if (cfg.kvTile > k.blockKv || k.blockKv % cfg.kvTile !== 0 || cfg.kvTile % 16 !== 0)
+  // A key tile that does not divide the spec's block: sm_90a template only (see KernelConfig).
+  const hopper = arch?.startsWith("sm_90") && l.dtype !== "fp32" && cfg.warps === hopperWarpCount(k.blockQ);
+  if (cfg.kvTile % 16 !== 0 || (!hopper && (cfg.kvTile > k.blockKv || k.blockKv % cfg.kvTile !== 0)))
     throw new RangeError(
-      `kvTile ${cfg.kvTile} must be a multiple of 16 dividing the spec's key block ${k.blockKv}`,
+      hopper
+        ? `kvTile ${cfg.kvTile} must be a multiple of 16`
+        : `kvTile ${cfg.kvTile} must be a multiple of 16 dividing the spec's key block ${k.blockKv} (only the sm_90a template takes other key tiles)`,
     );
   // The kernel's plan: the spec's, or re-derived at the finer key tile.
   const plan = cfg.kvTile === k.blockKv ? kp.plan : buildPlan({ ...k, blockKv: cfg.kvTile });

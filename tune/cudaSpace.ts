@@ -19,7 +19,8 @@ import type { CudaChoice } from "./choice.ts";
 /** The axes of the space. The query block also takes the spec's block halved (down to 64 rows). */
 export const CUDA_AXES = {
   warps: [2, 4, 8],
-  kvTile: [32, 64, 128],
+  /** 160 and 176 do not divide a 128-key block: the wgmma template only (compiler/lower.ts). */
+  kvTile: [32, 64, 128, 160, 176],
   stages: [2, 3, 4],
   /** How a query block finds its kv blocks: one encoding exists today (CSR lists in device memory). */
   planEncoding: ["csr-device"],
@@ -127,10 +128,11 @@ const SM_FLOPS = 2.65e12;
  * (`tilec tune`, 2026-11-23, osp29/osp93): at 128 × 128 tiles with 3 stages it ran 1.47× the sm80
  * rate; 64-key tiles took 2.2× as long (a wgmma of N = 64 per step, twice the barriers), 64-row
  * blocks (one consumer warpgroup) another 1.6×, and 2 stages 1.5× (its software pipeline holds a
- * slot one tile longer); 4 stages were within ±2% of 3. Used only to rank: the timings decide.
+ * slot one tile longer); 4 stages were within ±2% of 3. Key tiles of 160 and 176 (3 stages) ran
+ * 0–5% faster than 128 at head dim 96 (bench/NOTES.md step 20). Used only to rank: the timings decide.
  */
 const WGMMA_SPEEDUP = 1.47;
-const WGMMA_KV_EFF: Record<number, number> = { 128: 1, 64: 0.45, 32: 0.25 };
+const WGMMA_KV_EFF: Record<number, number> = { 176: 1.03, 160: 1.03, 128: 1, 64: 0.45, 32: 0.25 };
 const WGMMA_Q64_EFF = 0.63;
 
 /** The sm_90a path's warp count for a query block, where the CUDA backend has that path. */
@@ -232,11 +234,11 @@ export function cudaCandidates(
               stages === def.stages &&
               kvTile === def.kvTile;
             const pruned: string[] = [];
-            if (k.blockKv % kvTile !== 0)
-              pruned.push(`K/V tile ${kvTile} does not divide the spec's key block ${k.blockKv}`);
             const ir = { ...baseIR, blockQ, blockKv: kvTile, config, threads: warps * 32 };
             const cudaArch = baseArchOf(arch);
             const template = templateOf(ir, cudaArch);
+            if (k.blockKv % kvTile !== 0 && template !== "sm90")
+              pruned.push(`K/V tile ${kvTile} does not divide the spec's key block ${k.blockKv}`);
             const choice: CudaChoice = { target: "cuda", arch, template, blockQ, config };
             if (!pruned.length) pruned.push(...configProblems(ir, cudaArch));
             if (!pruned.length && template === "sm80") {

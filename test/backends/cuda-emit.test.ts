@@ -70,7 +70,8 @@ describe("CUDA emitter", () => {
   it("selects the wgmma template on sm_90 with the Hopper configuration", () => {
     const k = osp29.kernels.get("tile_2_6")!;
     const hir = lowerKernel(planKernel(k), osp29.file, undefined, "sm_90");
-    expect(hir.config).toEqual({ warps: 12, stages: 4, kvTile: 128 });
+    // Head dim 96: 160-key tiles in 3 stages (compiler/lower.ts hopperConfig).
+    expect(hir.config).toEqual({ warps: 12, stages: 3, kvTile: 160 });
     const a = emitCuda(hir, "sm_90");
     expect(a.template).toBe("sm90");
     expect(a.compileArch).toBe("sm_90a");
@@ -81,11 +82,11 @@ describe("CUDA emitter", () => {
       block: [384, 1, 1],
       sharedBytes: sharedBytes(hir, hir.config, "sm90"),
     });
-    expect(a.launch.sharedBytes).toBe((128 + 2 * 4 * 128) * 96 * 2 + 1024);
+    expect(a.launch.sharedBytes).toBe((128 + 2 * 3 * 160) * 96 * 2 + 1024);
     expect(a.source).toContain(`static_assert(TILEC_SMEM_BYTES == ${a.launch.sharedBytes}`);
     expect(a.source).toContain("1 producer + 2 consumer warpgroups");
-    // S = Q K^T: N = 128 keys; O += P V: N = 96 dims, P from registers, V transposed (N-major).
-    expect(a.source).toContain("wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16");
+    // S = Q K^T: N = 160 keys; O += P V: N = 96 dims, P from registers, V transposed (N-major).
+    expect(a.source).toContain("wgmma.mma_async.sync.aligned.m64n160k16.f32.bf16.bf16");
     expect(a.source).toContain("wgmma.mma_async.sync.aligned.m64n96k16.f32.bf16.bf16");
     expect(a.source).toContain("(flash_fwd_sm90.cuh)");
     // The same IR on sm_80 is rejected: the Hopper warp count does not split 128 rows into warps.
