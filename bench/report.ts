@@ -40,7 +40,7 @@ writeFileSync(
 const get = (c: string, m: string, impl: string) =>
   rows.find((r) => r.case === c && r.mask === m && r.impl === impl);
 const lines = [
-  `${tilec.device}, ${date}, PyTorch ${peers.torch}; batch 1, 24 heads, head dim 96, bf16, 128×128 blocks; median of 20 runs (CUDA events) after warm-up.`,
+  `${tilec.device}, ${date}, PyTorch ${peers.torch}; batch 1, 24 heads, head dim 96, bf16, 128×128 blocks; median of 21 runs per kernel (CUDA events) in 7 rounds interleaved over one implementation's kernels of the case, after a 2 s warm-up.`,
   "",
   "| case | mask | impl | density | tilec ms | tilec TFLOP/s | Flex ms | Flex TFLOP/s | tilec/Flex speed | t(mask)/t(full) ÷ density |",
   "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
