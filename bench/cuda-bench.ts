@@ -17,7 +17,7 @@ import type { CudaArch } from "../backends/cuda/target.ts";
 import type { KernelConfig } from "../compiler/lower.ts";
 import { compileSpec, planKernel } from "../compiler/pipeline.ts";
 import { compile, type CudaAttention } from "../runtime/attention.ts";
-import { CudaDevice, CudaEvent, type DeviceBuffer } from "../runtime/cuda/device.ts";
+import { CudaDevice, CudaEvent } from "../runtime/cuda/device.ts";
 import { randomArray } from "../runtime/reference.ts";
 import { checkKernel, sampleRows } from "../test/support/attentionCheck.ts";
 
@@ -41,26 +41,30 @@ const config: KernelConfig | undefined = cfgArg
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
-interface Timed {
+interface Entry {
+  readonly kernel: string;
+  readonly impl: string;
   readonly attn: CudaAttention;
+  readonly relError: number;
+  /** Timed runs, ms. */
   readonly times: number[];
 }
 
 /** Warm-up over the group, then interleaved rounds; appends each kernel's timed runs to `times`. */
-function time(group: Timed[], q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, o: DeviceBuffer): void {
+function time(group: Entry[], run: (attn: CudaAttention) => void): void {
   const warmStart = performance.now();
   for (let i = 0; performance.now() - warmStart < WARM_MS; i++) {
-    group[i % group.length]!.attn.run(q, k, v, o);
+    run(group[i % group.length]!.attn);
     dev.synchronize();
   }
   const a = CudaEvent.create();
   const b = CudaEvent.create();
   for (let r = 0; r < rounds; r++)
     for (const e of group) {
-      e.attn.run(q, k, v, o);
+      run(e.attn);
       for (let i = 0; i < PER_ROUND; i++) {
         a.record();
-        e.attn.run(q, k, v, o);
+        run(e.attn);
         b.record();
         b.synchronize();
         e.times.push(CudaEvent.elapsedMs(a, b));
@@ -83,13 +87,7 @@ for (const [label, file] of [
   const k = dev.fromHost(Float32Array.from(randomArray(elems, 2)), "bf16");
   const v = dev.fromHost(Float32Array.from(randomArray(elems, 3)), "bf16");
   const o = dev.allocElements("bf16", elems);
-  const entries: {
-    kernel: (typeof first)["name"];
-    impl: string;
-    attn: CudaAttention;
-    relError: number;
-    times: number[];
-  }[] = [];
+  const entries: Entry[] = [];
   for (const kernel of spec.kernels.values())
     for (const impl of impls) {
       const arch = ARCH_OF[impl]!;
@@ -109,10 +107,7 @@ for (const [label, file] of [
   for (const impl of impls)
     time(
       entries.filter((e) => e.impl === impl),
-      q,
-      k,
-      v,
-      o,
+      (attn) => attn.run(q, k, v, o),
     );
   for (const e of entries) {
     const stats = planKernel(spec.kernels.get(e.kernel)!).stats;

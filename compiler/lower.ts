@@ -117,13 +117,14 @@ export function defaultConfig(
 /**
  * On sm_90 (H100) the CUDA backend's wgmma template (backends/cuda/templates/flash_fwd_sm90.cuh):
  * a producer warpgroup plus one 64-row consumer warpgroup per 64 query rows, 3–4 K/V stages (its
- * software pipeline holds a slot one tile longer). Key tiles (the wgmma N of S = Q K^T) of 128, except
- * at head dim 96 with 128-row blocks: 160-key tiles in 3 stages (210 KB), which spread each tile's
- * fixed costs (barriers, row-max shuffles, the re-read of Q from shared memory) over more keys and
- * measured 0–5% faster than 128 keys in 4 stages on the Open-Sora-Plan masks (20 of 21 A/B pairs) on
- * H100, a GPU these kernels hold at its power cap (bench/NOTES.md step 20). 176 keys measured about the same on the
- * masks but spill on the element-mask path; 192 keys fit only 2 stages and lose 30%. Shapes the template does not cover (fp32,
- * head dims other than 64/96/128, query blocks other than 64/128 rows) keep the sm_80 configuration.
+ * software pipeline holds a slot one tile longer). Key tiles (the wgmma N of S = Q K^T) of 128,
+ * except at head dim 96 with 128-row blocks: 160-key tiles in 3 stages (210 KB), which spread each
+ * tile's fixed costs (barriers, row-max shuffles, the re-read of Q from shared memory) over more keys
+ * and measured 0–5% faster than 128 keys in 4 stages on the Open-Sora-Plan masks (20 of 21 A/B
+ * pairs) on H100, a GPU these kernels hold at its power cap (bench/NOTES.md step 20). 176 keys
+ * measured about the same on the masks but spill on the element-mask path; 192 keys fit only 2
+ * stages and lose 30%. Shapes the template does not cover (fp32, head dims other than 64/96/128,
+ * query blocks other than 64/128 rows) keep the sm_80 configuration.
  */
 export function hopperConfig(
   blockQ: number,
@@ -133,7 +134,7 @@ export function hopperConfig(
 ): KernelConfig | undefined {
   if (!target.arch?.startsWith("sm_90") || dtype === "fp32") return undefined;
   if (![64, 96, 128].includes(target.headDim ?? 0) || (blockQ !== 64 && blockQ !== 128)) return undefined;
-  const warps = hopperWarpCount(blockQ);
+  const warps = hopperWarps(blockQ);
   if (target.headDim === 96 && blockQ === 128 && blockKv >= 128) return { warps, stages: 3, kvTile: 160 };
   const kvTile = blockKv % 128 === 0 ? 128 : blockKv % 64 === 0 ? 64 : undefined;
   if (!kvTile) return undefined;
@@ -142,8 +143,12 @@ export function hopperConfig(
   return { warps, stages, kvTile };
 }
 
-/** The sm_90a template's warps (backends/cuda/target.ts hopperWarps): producer + 64-row consumers. */
-function hopperWarpCount(blockQ: number): number {
+/**
+ * Warps of an sm_90a kernel: one 64-row consumer warpgroup per 64 query rows, plus the producer
+ * warpgroup. A configuration with this warp count on sm_90 selects the Hopper template
+ * (backends/cuda/target.ts templateOf).
+ */
+export function hopperWarps(blockQ: number): number {
   return 4 * (blockQ / 64 + 1);
 }
 
@@ -162,7 +167,7 @@ export function lowerKernel(
   const l = k.layout;
   const cfg = config ?? defaultConfig(k.blockQ, k.blockKv, l.dtype, { arch, headDim: l.headDim });
   // A key tile that does not divide the spec's block: sm_90a template only (see KernelConfig).
-  const hopper = arch?.startsWith("sm_90") && l.dtype !== "fp32" && cfg.warps === hopperWarpCount(k.blockQ);
+  const hopper = arch?.startsWith("sm_90") && l.dtype !== "fp32" && cfg.warps === hopperWarps(k.blockQ);
   if (cfg.kvTile % 16 !== 0 || (!hopper && (cfg.kvTile > k.blockKv || k.blockKv % cfg.kvTile !== 0)))
     throw new RangeError(
       hopper

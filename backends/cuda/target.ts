@@ -1,6 +1,6 @@
 // What a CUDA architecture offers and what a kernel configuration costs, checked before emitting so
 // a configuration that cannot run is rejected with the limit it breaks, not with a launch failure.
-import type { KernelConfig, KernelIR } from "../../compiler/lower.ts";
+import { hopperWarps, type KernelConfig, type KernelIR } from "../../compiler/lower.ts";
 
 export type CudaArch = "sm_80" | "sm_86" | "sm_89" | "sm_90";
 export const CUDA_ARCHS: readonly CudaArch[] = ["sm_80", "sm_86", "sm_89", "sm_90"];
@@ -20,13 +20,8 @@ export const LIMITS: Record<CudaArch, CudaLimits> = {
 
 export type CudaTemplate = "sm90" | "sm80" | "f32";
 
-/**
- * Warps of an sm_90a kernel: one 64-row consumer warpgroup per 64 query rows, plus the producer
- * warpgroup. A configuration with this warp count on sm_90 selects the Hopper template.
- */
-export function hopperWarps(blockQ: number): number {
-  return 4 * (blockQ / 64 + 1);
-}
+// The warp count that selects the sm_90a template: defined beside the compiler's Hopper configuration.
+export { hopperWarps };
 
 /** Why the sm_90a template (templates/flash_fwd_sm90.cuh) cannot run this kernel; empty when it can. */
 export function hopperProblems(
