@@ -19,8 +19,11 @@ import type { CudaChoice } from "./choice.ts";
 /** The axes of the space. The query block also takes the spec's block halved (down to 64 rows). */
 export const CUDA_AXES = {
   warps: [2, 4, 8],
-  /** 160 and 176 do not divide a 128-key block: the wgmma template only (compiler/lower.ts). */
-  kvTile: [32, 64, 128, 160, 176],
+  /**
+   * 144, 160 and 176 do not divide a 128-key block: the wgmma template only (compiler/lower.ts). 144
+   * divides 3600, the frame of the Open-Sora-Plan layouts, so its tiles never straddle a frame.
+   */
+  kvTile: [32, 64, 128, 144, 160, 176],
   stages: [2, 3, 4],
   /** How a query block finds its kv blocks: one encoding exists today (CSR lists in device memory). */
   planEncoding: ["csr-device"],
@@ -129,10 +132,13 @@ const SM_FLOPS = 2.65e12;
  * rate; 64-key tiles took 2.2× as long (a wgmma of N = 64 per step, twice the barriers), 64-row
  * blocks (one consumer warpgroup) another 1.6×, and 2 stages 1.5× (its software pipeline holds a
  * slot one tile longer); 4 stages were within ±2% of 3. Key tiles of 160 and 176 (3 stages) ran
- * 0–5% faster than 128 at head dim 96 (bench/NOTES.md step 20). Used only to rank: the timings decide.
+ * 0–5% faster than 128 at head dim 96 (bench/NOTES.md step 20). 144 (3 stages) took 0.94× 160's time
+ * per tile on a dense plan, 4% slower in all, but its plan has half the partial tiles on the
+ * Open-Sora-Plan masks and ran them 0–2% faster (step 23): rated beside 160 so that both are timed.
+ * Used only to rank: the timings decide.
  */
 const WGMMA_SPEEDUP = 1.47;
-const WGMMA_KV_EFF: Record<number, number> = { 176: 1.03, 160: 1.03, 128: 1, 64: 0.45, 32: 0.25 };
+const WGMMA_KV_EFF: Record<number, number> = { 176: 1.03, 160: 1.03, 144: 1.02, 128: 1, 64: 0.45, 32: 0.25 };
 const WGMMA_Q64_EFF = 0.63;
 
 /** The sm_90a path's warp count for a query block, where the CUDA backend has that path. */

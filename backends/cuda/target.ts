@@ -64,13 +64,19 @@ export function sharedBytes(
   template: CudaTemplate = ir.dtype === "fp32" ? "f32" : "sm80",
 ): number {
   const { headDim: d, blockQ: bq, blockKv: bkv } = ir;
-  // sm90: 1024 bytes of slack align the tiles to the 128-byte swizzle's 1024-byte atoms.
-  if (template === "sm90") return (bq + 2 * c.stages * bkv) * d * 2 + 1024;
+  // sm90: 1024 bytes of slack align the tiles to the 128-byte swizzle's 1024-byte atoms; each K/V
+  // stage also holds the sub-tile class words of a partial tile (2 bits per 16 × 8 sub-tile).
+  if (template === "sm90") return (bq + 2 * c.stages * bkv) * d * 2 + c.stages * sm90ClassBytes(bq, bkv) + 1024;
   if (ir.dtype === "fp32") {
     const skv = bkv % 32 === 0 ? 32 : 16;
     return ((bq + 2 * c.stages * bkv) * (d + 4) + bq * (skv + 8)) * 4;
   }
   return (bq + 2 * c.stages * bkv) * d * 2 + 128;
+}
+
+/** Bytes of one partial tile's sub-tile classes (compiler/subPlan.ts): a word per 16 n-tiles per 16-row stripe. */
+export function sm90ClassBytes(blockQ: number, blockKv: number): number {
+  return (blockQ / 16) * Math.ceil(blockKv / 8 / 16) * 4;
 }
 
 /** Reasons this configuration cannot be built for `arch`; empty when it can. */

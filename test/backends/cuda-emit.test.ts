@@ -82,7 +82,8 @@ describe("CUDA emitter", () => {
       block: [384, 1, 1],
       sharedBytes: sharedBytes(hir, hir.config, "sm90"),
     });
-    expect(a.launch.sharedBytes).toBe((128 + 2 * 3 * 160) * 96 * 2 + 1024);
+    // Q, 3 stages of K and V, each stage's class words of a partial tile (8 stripes x 2 words), slack
+    expect(a.launch.sharedBytes).toBe((128 + 2 * 3 * 160) * 96 * 2 + 3 * 8 * 2 * 4 + 1024);
     expect(a.source).toContain(`static_assert(TILEC_SMEM_BYTES == ${a.launch.sharedBytes}`);
     expect(a.source).toContain("1 producer + 2 consumer warpgroups");
     // S = Q K^T: N = 160 keys; O += P V: N = 96 dims, P from registers, V transposed (N-major).
@@ -123,7 +124,7 @@ describe("CUDA emitter", () => {
       kvTile: 128,
     });
     expect(() => emitCuda(k, "sm_90")).toThrow(
-      /needs 296008 bytes of shared memory per block, more than sm_90 offers/,
+      /needs 296136 bytes of shared memory per block, more than sm_90 offers/,
     );
   });
 });

@@ -74,6 +74,7 @@ describe("CUDA space", () => {
   it("offers key tiles that do not divide the spec's block to the wgmma template only", () => {
     const { cands } = space("tile_2_6", "sm_90");
     expect(cands.find((c) => key(c) === "sm90 q128 w12 s3 kv160")!.pruned).toEqual([]);
+    expect(cands.find((c) => key(c) === "sm90 q128 w12 s3 kv144")!.pruned).toEqual([]);
     expect(cands.find((c) => key(c) === "sm80 q128 w4 s2 kv160")!.pruned.join()).toMatch(
       /K\/V tile 160 does not divide the spec's key block 128/,
     );

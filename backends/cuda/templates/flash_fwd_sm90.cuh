@@ -37,7 +37,9 @@
 #error "flash_fwd_sm90.cuh needs TILEC_DTYPE_BF16 or TILEC_DTYPE_FP16"
 #endif
 
-#define TILEC_SMEM_BYTES ((TILEC_BLOCK_Q + 2 * TILEC_STAGES * TILEC_BLOCK_KV) * TILEC_HEAD_DIM * 2 + 1024)
+#define TILEC_CLASS_BYTES ((TILEC_BLOCK_Q / 16) * ((TILEC_BLOCK_KV / 8 + 15) / 16) * 4)
+#define TILEC_SMEM_BYTES \
+  ((TILEC_BLOCK_Q + 2 * TILEC_STAGES * TILEC_BLOCK_KV) * TILEC_HEAD_DIM * 2 + TILEC_STAGES * TILEC_CLASS_BYTES + 1024)
 
 #define TILEC_WGMMA_SS_(n) tilec_wgmma_ss_n##n
 #define TILEC_WGMMA_SS(n) TILEC_WGMMA_SS_(n)
@@ -64,6 +66,8 @@ constexpr int STAGE_BYTES = 2 * TILE_KV_BYTES;
 constexpr int SNT = BKV / 8;             // 8-key n-tiles of S per thread
 constexpr int MASK_WORDS = (SNT * 4 + 31) / 32;
 constexpr int CLASS_WORDS = tilec_class_words(BKV);  // sub-tile class words per 16-row stripe (ptx.cuh)
+constexpr int CLASS_BYTES = TILEC_CLASS_BYTES;       // one partial tile's classes: BQ/16 stripes
+static_assert(CLASS_BYTES == (BQ / 16) * CLASS_WORDS * 4 && CLASS_BYTES % 16 == 0, "bulk-copy size");
 
 static_assert(D % 32 == 0 && D >= 64 && D <= 128, "sm90 template: head dim 64, 96 or 128");
 static_assert(BQ == 64 || BQ == 128, "sm90 template: 64 or 128 query rows (1 or 2 consumer warpgroups)");
@@ -73,7 +77,12 @@ static_assert(STAGES >= 2, "need at least double buffering");
 // Producer and consumer register budgets after setmaxnreg (multiples of 8; total <= 64K).
 constexpr int PRODUCER_REGS = 24;
 constexpr int CONSUMER_REGS = NCWG == 1 ? 256 : 240;
-static_assert(PRODUCER_REGS * 128 + CONSUMER_REGS * 128 * NCWG <= 65536, "register file");
+// setmaxnreg moves registers inside the CTA's launch allocation (the __launch_bounds__ budget per
+// thread, a multiple of 8, times NTHR): a consumer's .inc waits until the producer's .dec has freed
+// enough, forever if the budgets add up to more than that allocation (a hang, not a compile error).
+constexpr int LAUNCH_REGS = 65536 / NTHR / 8 * 8;
+static_assert(PRODUCER_REGS * 128 + CONSUMER_REGS * 128 * NCWG <= LAUNCH_REGS * NTHR,
+              "setmaxnreg budgets exceed the launch allocation: the consumers would wait forever");
 
 #ifdef TILEC_PINGPONG
 constexpr bool PINGPONG = TILEC_PINGPONG && NCWG == 2;
@@ -163,9 +172,11 @@ __device__ __forceinline__ void apply_mask(float (&s)[BKV / 2], const u32 (&keep
 // fall on multiples of 16 tokens) needs no predicate at all: one FSEL per element from the class
 // bits, against ~600 instructions per thread for evaluating the mask on 64 elements. The classes
 // are the same for all lanes of a warp, so the choice between the two paths never diverges.
-__device__ __forceinline__ void load_classes(u32 (&cls)[CLASS_WORDS], const unsigned* classes, int entry, int stripe) {
+// The producer copies them into the tile's stage beside K and V (shared memory, `scls`), so reading
+// them costs no global-memory latency on the consumers' path (null classes: every sub-tile PARTIAL).
+__device__ __forceinline__ void load_classes(u32 (&cls)[CLASS_WORDS], bool have, const u32* scls, int stripe) {
 #pragma unroll
-  for (int w = 0; w < CLASS_WORDS; ++w) cls[w] = tilec_class_word(classes, entry, BQ / 16, stripe, CLASS_WORDS, w);
+  for (int w = 0; w < CLASS_WORDS; ++w) cls[w] = have ? scls[stripe * CLASS_WORDS + w] : 0x55555555u;
 }
 
 __device__ __forceinline__ bool any_partial_subtile(const u32 (&cls)[CLASS_WORDS]) {
@@ -272,6 +283,7 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1)
   unsigned char* sbase = smem + ((1024u - (s_raw & 1023u)) & 1023u);
   const u32 sQ = tilec_smem_u32(sbase);
   const u32 sKV = sQ + BQ * D * 2;
+  const u32 sCls = sKV + STAGES * STAGE_BYTES;  // STAGES x CLASS_BYTES, 16-byte aligned
   const u32 barQ = tilec_smem_u32(&bars[0]);
   const u32 barFull = barQ + 8, barEmpty = barQ + 8 * (1 + STAGES);
 
@@ -301,7 +313,11 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1)
       // Round r of a slot waits for the consumers' release of round r-1 (parity (r-1)&1); the
       // first round passes at once.
       tilec_mbar_wait(barEmpty + 8 * slot, ((j / STAGES) & 1) ^ 1);
-      tilec_mbar_expect_tx(bar, STAGE_BYTES);
+      const bool classes = j >= n_full && p.partial_classes;
+      tilec_mbar_expect_tx(bar, STAGE_BYTES + (classes ? CLASS_BYTES : 0));
+      if (classes)
+        tilec_bulk_load(sCls + slot * CLASS_BYTES, p.partial_classes + (p_beg + j - n_full) * (CLASS_BYTES / 4),
+                        CLASS_BYTES, bar);
       const int k0 = tile_of(j) * BKV;
       tma_tile<BKV>(sK, &tm.k, k0, hkv, b, bar);
       tma_tile<BKV>(sK + TILE_KV_BYTES, &tm.v, k0, hkv, b, bar);
@@ -385,9 +401,9 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1)
   if (PINGPONG && wg == 1 && total > 0) tilec_named_barrier_arrive(3, 256);
   // The element mask of a partial tile, or its sub-tile classes when they decide every element.
   const int stripe = wg * 4 + warp;
-  auto prepare_partial = [&](int j, int kb, u32(&keep)[MASK_WORDS], u32(&cls)[CLASS_WORDS]) -> bool {
+  auto prepare_partial = [&](int j, int kb, int slot, u32(&keep)[MASK_WORDS], u32(&cls)[CLASS_WORDS]) -> bool {
     if (j < n_full) return false;
-    load_classes(cls, p.partial_classes, p_beg + j - n_full, stripe);
+    load_classes(cls, p.partial_classes != nullptr, (const u32*)(sbase + (sCls - sQ) + slot * CLASS_BYTES), stripe);
     const bool elementwise = any_partial_subtile(cls);
     if (elementwise) mask_bits(keep, q0 + row0, kb * BKV, seq, lane & 3);
     return elementwise;
@@ -395,8 +411,8 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1)
   if (total > 0) {
     const int kb = tile_of(0);
     u32 keep[MASK_WORDS], cls[CLASS_WORDS];
-    const bool elementwise = prepare_partial(0, kb, keep, cls);
     tilec_mbar_wait(barFull, 0);
+    const bool elementwise = prepare_partial(0, kb, 0, keep, cls);
     turn_begin();
     tilec_wgmma_fence();
     issue_s(s, dQ, sKV);
@@ -409,8 +425,8 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1)
     const int kb = tile_of(j);
     const int slot = j % STAGES, prev = (j + STAGES - 1) % STAGES;
     u32 keep[MASK_WORDS], cls[CLASS_WORDS];
-    const bool elementwise = prepare_partial(j, kb, keep, cls);
     tilec_mbar_wait(barFull + 8 * slot, (j / STAGES) & 1);
+    const bool elementwise = prepare_partial(j, kb, slot, keep, cls);
     tilec_reg_fence(o);
     turn_begin();
     tilec_wgmma_fence();

@@ -47,6 +47,13 @@ __device__ __forceinline__ void tilec_mbar_expect_tx(u32 bar, u32 bytes) {
 }
 
 // ---------------------------------------------------------------- TMA (tensor memory accelerator)
+// A plain bulk copy of `bytes` (a multiple of 16, both addresses 16-byte aligned) from global to
+// shared memory, completing as transaction bytes on `bar`.
+__device__ __forceinline__ void tilec_bulk_load(u32 sdst, const void* src, u32 bytes, u32 bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];\n" ::"r"(sdst),
+               "l"(src), "r"(bytes), "r"(bar)
+               : "memory");
+}
 // A CUtensorMap: the driver's opaque 128-byte tensor descriptor (cuda.h is not included), encoded on
 // the host by cuTensorMapEncodeTiled (backends/cuda/tma.ts says with which arguments) and passed in a
 // __grid_constant__ kernel parameter, so its address is a parameter-space address the copy engine reads.
