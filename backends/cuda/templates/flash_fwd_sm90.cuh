@@ -10,17 +10,19 @@
 //   warpgroup 0       producer: one thread drives the tensor memory accelerator (TMA): the Q tile,
 //                     then the K/V tiles of the plan's lists (full list, then partial list)
 //                     into a STAGES-deep ring, each tile one bulk tensor copy per column block that
-//                     completes as transaction bytes on the slot's "full" mbarrier. Gives its
+//                     completes as transaction bytes on the slot's "full" mbarrier (with a partial
+//                     tile's sub-tile class words, one plain bulk copy into the slot). Gives its
 //                     registers away (setmaxnreg.dec).
 //   warpgroups 1..W   consumers, 64 query rows each (BLOCK_Q = 64·W): S = Q K^T with wgmma from
 //                     shared memory, element mask, online softmax in registers, O += P V with P as
 //                     the register A operand; release each slot on its "empty" mbarrier.
-// Not persistent: a persistent grid (one CTA per SM dealing itself (block, head) items in the
-// heavy-first order, K/V ring running on across items) measured 0-4% slower than this one-block-
-// per-item grid on H100 (bench/NOTES.md step 14): the hardware's dynamic block dispatch balances the
-// unequal items better than a static deal, and per-block start-up costs little with TMA.
+// Not persistent: a persistent grid (one CTA per SM, K/V ring running on across items) measured 0-4%
+// slower with a static deal of the items (bench/NOTES.md step 14) and the same as one block per item
+// with a dynamic one from an atomic counter (step 22): the hardware's block dispatch balances the
+// unequal items as well, and per-block start-up costs little with TMA.
 //
-// Shared memory (TILEC_SMEM_BYTES): Q tile, STAGES x {K tile, V tile}, 1024 bytes alignment slack.
+// Shared memory (TILEC_SMEM_BYTES): Q tile, STAGES x {K tile, V tile}, STAGES x class words of a
+// partial tile, 1024 bytes alignment slack.
 // Tiles are stored as wgmma's canonical swizzled layout, which is also what TMA writes with the
 // matching swizzle mode: column blocks of SW bytes per row (SW = 128 when head_dim % 64 == 0, else
 // 64), each block ROWS x SW bytes with 16-byte chunks XOR-swizzled by address bits 7..
