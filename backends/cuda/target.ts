@@ -66,7 +66,8 @@ export function sharedBytes(
   const { headDim: d, blockQ: bq, blockKv: bkv } = ir;
   // sm90: 1024 bytes of slack align the tiles to the 128-byte swizzle's 1024-byte atoms; each K/V
   // stage also holds the sub-tile class words of a partial tile (2 bits per 16 × 8 sub-tile).
-  if (template === "sm90") return (bq + 2 * c.stages * bkv) * d * 2 + c.stages * sm90ClassBytes(bq, bkv) + 1024;
+  if (template === "sm90")
+    return (bq + 2 * c.stages * bkv) * d * 2 + c.stages * sm90ClassBytes(bq, bkv) + 1024;
   if (ir.dtype === "fp32") {
     const skv = bkv % 32 === 0 ? 32 : 16;
     return ((bq + 2 * c.stages * bkv) * (d + 4) + bq * (skv + 8)) * 4;
