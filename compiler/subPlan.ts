@@ -48,6 +48,11 @@ export interface SubTilePlan {
   readonly counts: { readonly empty: number; readonly partial: number; readonly full: number };
 }
 
+/** 32-bit class words per 16-row stripe of a block `blockKv` keys wide (tilec_class_words in ptx.cuh). */
+export function classWordsPerStripe(blockKv: number): number {
+  return Math.ceil(blockKv / SUB_COLS / PER_WORD);
+}
+
 export function subTilePlan(plan: BlockPlan, layout: Layout, mask: MaskExpr): SubTilePlan {
   const { blockQ, blockKv } = plan;
   if (blockQ % SUB_ROWS !== 0 || blockKv % SUB_COLS !== 0)
@@ -57,7 +62,7 @@ export function subTilePlan(plan: BlockPlan, layout: Layout, mask: MaskExpr): Su
   const n = seqLen(layout);
   const stripes = blockQ / SUB_ROWS;
   const nTiles = blockKv / SUB_COLS;
-  const wordsPerStripe = Math.ceil(nTiles / PER_WORD);
+  const wordsPerStripe = classWordsPerStripe(blockKv);
   const used = usedCoords(mask);
   // Sub-tiles grouped by signature as in buildPlan: an Attention Tile mask sees a handful of them.
   const qSig = signatures(layout, n, SUB_ROWS, Math.ceil(n / SUB_ROWS), used.q);

@@ -1,7 +1,6 @@
 // The CUDA configuration space: declared axes, pruning against the device's limits (with the limit
 // each pruned configuration breaks), and a cheap cost model that ranks the rest so only the best
 // few are compiled and timed.
-import * as cudaTarget from "../backends/cuda/target.ts";
 import {
   configProblems,
   CUDA_ARCHS,
@@ -10,7 +9,7 @@ import {
   type CudaArch,
   type CudaTemplate,
 } from "../backends/cuda/target.ts";
-import type { KernelConfig, KernelIR } from "../compiler/lower.ts";
+import { hopperWarps, type KernelConfig, type KernelIR } from "../compiler/lower.ts";
 import type { KernelPlan } from "../compiler/pipeline.ts";
 import { buildPlan } from "../compiler/plan.ts";
 import { candidate, PlanMemo, tileWork, type Candidate } from "./candidates.ts";
@@ -140,12 +139,6 @@ const SM_FLOPS = 2.65e12;
 const WGMMA_SPEEDUP = 1.47;
 const WGMMA_KV_EFF: Record<number, number> = { 176: 1.03, 160: 1.03, 144: 1.02, 128: 1, 64: 0.45, 32: 0.25 };
 const WGMMA_Q64_EFF = 0.63;
-
-/** The sm_90a path's warp count for a query block, where the CUDA backend has that path. */
-function hopperWarps(blockQ: number): number | undefined {
-  const f = (cudaTarget as unknown as { hopperWarps?: (blockQ: number) => number }).hopperWarps;
-  return f?.(blockQ);
-}
 
 type CostIR = Pick<KernelIR, "headDim" | "heads" | "batch" | "blockQ" | "blockKv" | "config" | "dtype">;
 

@@ -1,6 +1,7 @@
 // What a CUDA architecture offers and what a kernel configuration costs, checked before emitting so
 // a configuration that cannot run is rejected with the limit it breaks, not with a launch failure.
 import { hopperWarps, type KernelConfig, type KernelIR } from "../../compiler/lower.ts";
+import { classWordsPerStripe } from "../../compiler/subPlan.ts";
 
 export type CudaArch = "sm_80" | "sm_86" | "sm_89" | "sm_90";
 export const CUDA_ARCHS: readonly CudaArch[] = ["sm_80", "sm_86", "sm_89", "sm_90"];
@@ -75,9 +76,9 @@ export function sharedBytes(
   return (bq + 2 * c.stages * bkv) * d * 2 + 128;
 }
 
-/** Bytes of one partial tile's sub-tile classes (compiler/subPlan.ts): a word per 16 n-tiles per 16-row stripe. */
+/** Bytes of one partial tile's sub-tile classes (compiler/subPlan.ts), as the sm_90a template stages them. */
 export function sm90ClassBytes(blockQ: number, blockKv: number): number {
-  return (blockQ / 16) * Math.ceil(blockKv / 8 / 16) * 4;
+  return (blockQ / 16) * classWordsPerStripe(blockKv) * 4;
 }
 
 /** Reasons this configuration cannot be built for `arch`; empty when it can. */
