@@ -246,6 +246,45 @@ __device__ __forceinline__ bool softmax_step(float (&s)[BKV / 2], float (&m_run)
   return grew;
 }
 
+// The common case of softmax_step without its row maxima: exponentiate against the running max
+// as it stands and accept the tile if no row's partial sum exceeds FAST_LIMIT, which bounds every
+// P element by it (scores are not rescaled, so that bound is all the arithmetic needs: P fits fp16
+// and bf16, O and l fit f32). The ~44 FMNMX and 2 shuffles per row and their latency before the
+// first exponential go. On rejection (a row's max jumped by more than ~log2(FAST_LIMIT / 40)
+// binary orders, as often as softmax_step's own rescale) s is garbage and the caller recomputes S.
+// Needs every row of the warp to have a finite running max (not the first tile of a row).
+#ifdef TILEC_FAST_SOFTMAX
+constexpr bool FAST_SOFTMAX = TILEC_FAST_SOFTMAX;
+#else
+constexpr bool FAST_SOFTMAX = true;
+#endif
+constexpr float FAST_LIMIT = 16384.f;
+__device__ __forceinline__ bool softmax_fast(float (&s)[BKV / 2], const float (&m_run)[2], float (&l_run)[2],
+                                             float sl2) {
+  float part[2];
+#pragma unroll
+  for (int hh = 0; hh < 2; ++hh) {
+    const float base = tilec_mul_rn(m_run[hh], sl2);
+    float red[SNT];
+#pragma unroll
+    for (int nt = 0; nt < SNT; ++nt) {
+      s[nt * 4 + 2 * hh] = tilec_exp2(s[nt * 4 + 2 * hh] * sl2 - base);
+      s[nt * 4 + 2 * hh + 1] = tilec_exp2(s[nt * 4 + 2 * hh + 1] * sl2 - base);
+      red[nt] = s[nt * 4 + 2 * hh] + s[nt * 4 + 2 * hh + 1];
+    }
+#pragma unroll
+    for (int w = 1; w < SNT; w *= 2)
+#pragma unroll
+      for (int i = 0; i + w < SNT; i += 2 * w) red[i] += red[i + w];
+    part[hh] = red[0];
+  }
+  // NaN and +inf fail the comparison too.
+  if (!__all_sync(0xffffffffu, part[0] <= FAST_LIMIT && part[1] <= FAST_LIMIT)) return false;
+  l_run[0] += part[0];
+  l_run[1] += part[1];
+  return true;
+}
+
 __device__ __forceinline__ void rescale(float (&o)[D / 2], const float (&corr)[2]) {
 #pragma unroll
   for (int dt = 0; dt < D / 8; ++dt) {
@@ -357,7 +396,7 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1)
   // The element mask of a partial tile is evaluated before its wgmmas are issued: then S is not
   // yet live (P of the previous tile and O are), and the mask arithmetic fits beside them.
   auto scores_to_p = [&](int j, int kb, bool pv_in_flight, const u32(&keep)[MASK_WORDS],
-                         const u32(&cls)[CLASS_WORDS], bool elementwise) {
+                         const u32(&cls)[CLASS_WORDS], bool elementwise, u32 sK) {
     const int k0 = kb * BKV;
     const bool partial = j >= n_full;
     if (pv_in_flight)
@@ -365,14 +404,31 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1)
     else
       tilec_wgmma_wait<0>();
     tilec_reg_fence(s);
-    if (partial && elementwise)
-      apply_mask(s, keep);
-    else if (partial)
-      apply_classes(s, cls);
-    else if (k0 + BKV > seq)
-      mask_tail(s, k0, seq, lane & 3);
-    float corr[2];
-    const bool grew = softmax_step(s, m_run, l_run, corr, sl2);
+    auto mask_scores = [&]() {
+      if (partial && elementwise)
+        apply_mask(s, keep);
+      else if (partial)
+        apply_classes(s, cls);
+      else if (k0 + BKV > seq)
+        mask_tail(s, k0, seq, lane & 3);
+    };
+    mask_scores();
+    float corr[2] = {1.f, 1.f};
+    bool grew = false, done = false;
+    if (FAST_SOFTMAX && __all_sync(0xffffffffu, m_run[0] != TILEC_NEG_INF && m_run[1] != TILEC_NEG_INF)) {
+      done = softmax_fast(s, m_run, l_run, sl2);
+      if (!done) {
+        // Rare: recompute S_j (K_j stays resident until P_j V_j has completed), then the full step.
+        tilec_wgmma_wait<0>();
+        tilec_wgmma_fence();
+        issue_s(s, dQ, sK);
+        tilec_wgmma_commit();
+        tilec_wgmma_wait<0>();
+        tilec_reg_fence(s);
+        mask_scores();
+      }
+    }
+    if (!done) grew = softmax_step(s, m_run, l_run, corr, sl2);
     if (pv_in_flight) {
       tilec_wgmma_wait<0>();
       tilec_reg_fence(o);
@@ -420,7 +476,7 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1)
     issue_s(s, dQ, sKV);
     tilec_wgmma_commit();
     turn_end(false);
-    scores_to_p(0, kb, false, keep, cls, elementwise);
+    scores_to_p(0, kb, false, keep, cls, elementwise, sKV);
   }
 #pragma unroll 1
   for (int j = 1; j < total; ++j) {
@@ -437,7 +493,7 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1)
     issue_pv(o, pa, sKV + prev * STAGE_BYTES + TILE_KV_BYTES);
     tilec_wgmma_commit();
     turn_end(false);
-    scores_to_p(j, kb, true, keep, cls, elementwise);
+    scores_to_p(j, kb, true, keep, cls, elementwise, sKV + slot * STAGE_BYTES);
   }
   if (total > 0) {
     tilec_reg_fence(o);
