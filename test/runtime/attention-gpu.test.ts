@@ -30,7 +30,12 @@ function kernelOf(text: string, name = "k"): KernelSpec {
 async function expectCorrect(
   kernel: KernelSpec,
   seed: number,
-  opts: { rows?: number[]; layout?: "bshd" | "bhsd"; arch?: CudaArch } = {},
+  opts: {
+    rows?: number[];
+    layout?: "bshd" | "bhsd";
+    arch?: CudaArch;
+    keyGain?: (token: number) => number;
+  } = {},
 ) {
   const attn = await compile(
     {
@@ -43,7 +48,12 @@ async function expectCorrect(
     { target: "cuda", arch: opts.arch },
   );
   try {
-    const r = checkKernel(attn, kernel, { seed, rows: opts.rows, layout: opts.layout });
+    const r = checkKernel(attn, kernel, {
+      seed,
+      rows: opts.rows,
+      layout: opts.layout,
+      keyGain: opts.keyGain,
+    });
     const label = `${kernel.name}: ${kernel.maskSource} (${kernel.layout.dtype}, d=${kernel.layout.headDim}, ${kernel.blockQ}x${kernel.blockKv}, ${opts.layout ?? "bshd"}, template ${attn.compiled.template})`;
     expect(r.unwritten, `${label}: unwritten outputs`).toBe(0);
     expect(r.nonFinite, label).toBe(0);
@@ -82,6 +92,27 @@ describe.skipIf(!cuda.ok).each(PATHS)(
         );
         const k = kernelOf(`${small(dtype, d)}\nkernel k { layout L mask ${mask} block ${block} }`);
         await expectCorrect(k, 100 + i, { arch });
+      }
+    });
+
+    // The wgmma template exponentiates against the running max without computing the tile's row
+    // maxima, and a warp recomputes its rows of S (mma.sync from shared memory) when a row's partial
+    // sum passes 2^14; keys growing 12x and then 200x by thirds of the sequence make every row's max
+    // jump by ~16 and then ~270 binary orders from one key tile to the next, so those tiles take
+    // that path (P would overflow to inf otherwise). Head dims 64 and 128 read 128-byte swizzled
+    // tiles, 96 64-byte ones.
+    it("scores that jump between key tiles by orders of magnitude", async () => {
+      for (const [dtype, d] of [
+        ["bf16", 64],
+        ["bf16", 96],
+        ["bf16", 128],
+        ["fp16", 96],
+      ] as const) {
+        const k = kernelOf(
+          `layout L { video 4 x 9 x 13 text 17 after heads 2 head_dim ${d} dtype ${dtype} }\nkernel k { layout L mask full block 128 x 128 }`,
+        );
+        const n = seqLen(k.layout);
+        await expectCorrect(k, 11, { arch, keyGain: (t) => (t < n / 3 ? 1 : t < (2 * n) / 3 ? 12 : 200) });
       }
     });
 

@@ -29,7 +29,13 @@ export function sampleRows(n: number, blockQ: number, count: number, seed: numbe
 export function checkKernel(
   attn: CudaAttention,
   kernel: KernelSpec,
-  opts: { seed: number; rows?: number[]; layout?: TensorLayout },
+  opts: {
+    seed: number;
+    rows?: number[];
+    layout?: TensorLayout;
+    /** Multiplies the keys of token t (every kv head) by keyGain(t): scores that jump from tile to tile. */
+    keyGain?: (token: number) => number;
+  },
 ): CheckResult {
   const ir = attn.ir;
   const { batch, heads, kvHeads, headDim: d, dtype } = ir;
@@ -38,7 +44,10 @@ export function checkKernel(
   const dev = CudaDevice.open();
   // Host tensors in [b, s, h, d] order for the reference; permuted on upload for "bhsd".
   const qh = rounded(randomArray(batch * n * heads * d, opts.seed), dtype);
-  const kh = rounded(randomArray(batch * n * kvHeads * d, opts.seed + 1), dtype);
+  const kRaw = randomArray(batch * n * kvHeads * d, opts.seed + 1);
+  if (opts.keyGain)
+    for (let i = 0; i < kRaw.length; i++) kRaw[i]! *= opts.keyGain(Math.floor(i / (kvHeads * d)) % n);
+  const kh = rounded(kRaw, dtype);
   const vh = rounded(randomArray(batch * n * kvHeads * d, opts.seed + 2), dtype);
   const toLayout = (x: Float32Array, h: number) => (layout === "bshd" ? x : permute(x, batch, n, h, d));
   const q = dev.fromHost(toLayout(qh, heads), dtype);

@@ -14,8 +14,9 @@
 //                     tile's sub-tile class words, one plain bulk copy into the slot). Gives its
 //                     registers away (setmaxnreg.dec).
 //   warpgroups 1..W   consumers, 64 query rows each (BLOCK_Q = 64·W): S = Q K^T with wgmma from
-//                     shared memory, element mask, online softmax in registers, O += P V with P as
-//                     the register A operand; release each slot on its "empty" mbarrier.
+//                     shared memory, element mask, online softmax in registers (without row
+//                     maxima while the running max holds: softmax_fast), O += P V with P as the
+//                     register A operand; release each slot on its "empty" mbarrier.
 // Not persistent: a persistent grid (one CTA per SM, K/V ring running on across items) measured 0-4%
 // slower with a static deal of the items (bench/NOTES.md step 14) and the same as one block per item
 // with a dynamic one from an atomic counter (step 22): the hardware's block dispatch balances the
@@ -33,8 +34,10 @@
 
 #if defined(TILEC_DTYPE_BF16)
 #define TILEC_PACK tilec_pack_bf16
+#define TILEC_MMA tilec_mma_bf16
 #elif defined(TILEC_DTYPE_FP16)
 #define TILEC_PACK tilec_pack_f16
+#define TILEC_MMA tilec_mma_f16
 #else
 #error "flash_fwd_sm90.cuh needs TILEC_DTYPE_BF16 or TILEC_DTYPE_FP16"
 #endif
@@ -140,27 +143,64 @@ __device__ __forceinline__ void issue_pv(float (&o)[D / 2], const u32 (&pa)[BKV 
   for (int kk = 0; kk < BKV / 16; ++kk) TILEC_WGMMA_RS(TILEC_HEAD_DIM)(o, pa[kk], dV + (u32)((kk * 16 * SW) >> 4), 1);
 }
 
-// Element predicates of a partial tile as one bit per S element, evaluated while the tensor cores
-// work. Branch-free; tilec_mask sees indices clamped into [0, seq) (see flash_fwd_sm80.cuh).
+// This warp's 16 rows of S = Q K^T again, with warp-level mma.sync from the Q and K tiles in shared
+// memory: the rare fallback of softmax_fast, which has overwritten S. Warp-local on purpose (a
+// wgmma would need all four warps of the warpgroup, and the others may have accepted their rows).
+// m16n8k16's accumulator fragment is this warp's slice of the wgmma m64nBKV accumulator; ldmatrix
+// reads the swizzled tiles through chunk_off (lane l addresses row l % 8 of 8x8 matrix l / 8).
+__device__ __forceinline__ void recompute_s_warp(float (&s)[BKV / 2], u32 sQ, u32 sK) {
+#pragma unroll
+  for (int i = 0; i < BKV / 2; ++i) s[i] = 0.f;
+  // The thread index read here, by a volatile asm: the lane-dependent row offsets below would
+  // otherwise be hoisted out of the kernel's main loop and held in registers for the whole of it.
+  int tid;
+  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(tid));
+  const int lane = tid & 31, mi = lane >> 3;
+  const int qrow = ((tid >> 5) - 4) * 16;  // consumer warp w (warps 4..) owns Q rows 16·(w-4) ..
+
+  // Rolled over k-steps: unrolled, ptxas hoists the loads of all of them and spills.
+#pragma unroll 1
+  for (int kk = 0; kk < D / 16; ++kk) {
+    u32 a[4];
+    tilec_ldsm_x4(a[0], a[1], a[2], a[3], sQ + chunk_off<BQ>(qrow + (lane & 7) + ((mi & 1) << 3), kk * 2 + (mi >> 1)));
+#pragma unroll
+    for (int np = 0; np < SNT / 2; ++np) {
+      u32 b[4];
+      tilec_ldsm_x4(b[0], b[1], b[2], b[3], sK + chunk_off<BKV>(np * 16 + (lane & 7) + ((mi >> 1) << 3), kk * 2 + (mi & 1)));
+      TILEC_MMA(&s[(2 * np) * 4], a, b[0], b[1]);
+      TILEC_MMA(&s[(2 * np + 1) * 4], a, b[2], b[3]);
+    }
+  }
+}
+
+// Element predicates of a partial tile as one bit per S element, evaluated before its wgmmas are
+// issued. No divergence; tilec_mask sees indices clamped into [0, seq) (see flash_fwd_sm80.cuh).
 __device__ __forceinline__ void mask_bits(u32 (&keep)[MASK_WORDS], int qrow0, int k0, int seq, int t) {
+  // One n-tile (2 keys x 2 rows) per trip of a rolled loop: unrolled, ptxas hoists all 2·SNT key
+  // decodes to the top of the path and spills beside S, P and O (the consumers' 240 registers).
+  // Measured as fast as the unrolled loop on masks that never take this path (NOTES step 25).
 #pragma unroll
-  for (int w = 0; w < MASK_WORDS; ++w) keep[w] = 0u;
+  for (int w = 0; w < MASK_WORDS; ++w) {
+    u32 word = 0u;
+#pragma unroll 1
+    for (int i = 0; i < 8 && w * 8 + i < SNT; ++i) {
+      const int nt = w * 8 + i;
 #pragma unroll
-  for (int nt = 0; nt < SNT; ++nt)
+      for (int cc = 0; cc < 2; ++cc) {
+        const int kc = k0 + nt * 8 + 2 * t + cc;
+        const bool k_ok = kc < seq;
+        const int kcl = k_ok ? kc : seq - 1;
 #pragma unroll
-    for (int cc = 0; cc < 2; ++cc) {
-      const int kc = k0 + nt * 8 + 2 * t + cc;
-      const bool k_ok = kc < seq;
-      const int kcl = k_ok ? kc : seq - 1;
-#pragma unroll
-      for (int hh = 0; hh < 2; ++hh) {
-        const int qr = qrow0 + hh * 8;
-        const bool q_ok = qr < seq;
-        const bool ok = q_ok & k_ok & tilec_mask(q_ok ? qr : seq - 1, kcl);
-        const int bit = nt * 4 + 2 * hh + cc;
-        keep[bit >> 5] |= (ok ? 1u : 0u) << (bit & 31);
+        for (int hh = 0; hh < 2; ++hh) {
+          const int qr = qrow0 + hh * 8;
+          const bool q_ok = qr < seq;
+          const bool ok = q_ok & k_ok & tilec_mask(q_ok ? qr : seq - 1, kcl);
+          word |= (ok ? 1u : 0u) << (i * 4 + 2 * hh + cc);
+        }
       }
     }
+    keep[w] = word;
+  }
 }
 
 __device__ __forceinline__ void apply_mask(float (&s)[BKV / 2], const u32 (&keep)[MASK_WORDS]) {
@@ -250,9 +290,10 @@ __device__ __forceinline__ bool softmax_step(float (&s)[BKV / 2], float (&m_run)
 // as it stands and accept the tile if no row's partial sum exceeds FAST_LIMIT, which bounds every
 // P element by it (scores are not rescaled, so that bound is all the arithmetic needs: P fits fp16
 // and bf16, O and l fit f32). The ~44 FMNMX and 2 shuffles per row and their latency before the
-// first exponential go. On rejection (a row's max jumped by more than ~log2(FAST_LIMIT / 40)
-// binary orders, as often as softmax_step's own rescale) s is garbage and the caller recomputes S.
-// Needs every row of the warp to have a finite running max (not the first tile of a row).
+// first exponential go (bench/NOTES.md step 25: +10-13%). On rejection (a row's max jumped by at
+// least log2(FAST_LIMIT / 40) ≈ 8.7 binary orders, rarer than softmax_step's own rescale at 8) s
+// is garbage and the caller recomputes S. Needs every row of the warp to have a finite running max
+// (not a row's first tile). TILEC_FAST_SOFTMAX=0 turns it off (for A/B measurements).
 #ifdef TILEC_FAST_SOFTMAX
 constexpr bool FAST_SOFTMAX = TILEC_FAST_SOFTMAX;
 #else
@@ -265,18 +306,16 @@ __device__ __forceinline__ bool softmax_fast(float (&s)[BKV / 2], const float (&
 #pragma unroll
   for (int hh = 0; hh < 2; ++hh) {
     const float base = tilec_mul_rn(m_run[hh], sl2);
-    float red[SNT];
+    // Four running sums, not a tree over all n-tiles: fewer live registers (the MUFU pipe, not
+    // this chain, sets the pace).
+    float red[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
     for (int nt = 0; nt < SNT; ++nt) {
       s[nt * 4 + 2 * hh] = tilec_exp2(s[nt * 4 + 2 * hh] * sl2 - base);
       s[nt * 4 + 2 * hh + 1] = tilec_exp2(s[nt * 4 + 2 * hh + 1] * sl2 - base);
-      red[nt] = s[nt * 4 + 2 * hh] + s[nt * 4 + 2 * hh + 1];
+      red[nt % 4] += s[nt * 4 + 2 * hh] + s[nt * 4 + 2 * hh + 1];
     }
-#pragma unroll
-    for (int w = 1; w < SNT; w *= 2)
-#pragma unroll
-      for (int i = 0; i + w < SNT; i += 2 * w) red[i] += red[i + w];
-    part[hh] = red[0];
+    part[hh] = (red[0] + red[1]) + (red[2] + red[3]);
   }
   // NaN and +inf fail the comparison too.
   if (!__all_sync(0xffffffffu, part[0] <= FAST_LIMIT && part[1] <= FAST_LIMIT)) return false;
@@ -316,9 +355,9 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1)
   const int n_full = p.full_offsets[qb + 1] - f_beg;
   const int p_beg = p.partial_offsets[qb];
   const int total = n_full + (p.partial_offsets[qb + 1] - p_beg);
-  const int* f_idx = p.full_indices + f_beg;
-  const int* p_idx = p.partial_indices + p_beg;
-  auto tile_of = [&](int j) { return j < n_full ? f_idx[j] : p_idx[j - n_full]; };
+  // Indexed from the parameter pointers (constant bank) at each use: two 64-bit list pointers kept
+  // in registers for the whole kernel cost a spill beside the consumers' S, P and O.
+  auto tile_of = [&](int j) { return j < n_full ? p.full_indices[f_beg + j] : p.partial_indices[p_beg + j - n_full]; };
 
   const u32 s_raw = tilec_smem_u32(smem);
   unsigned char* sbase = smem + ((1024u - (s_raw & 1023u)) & 1023u);
@@ -415,16 +454,14 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1)
     mask_scores();
     float corr[2] = {1.f, 1.f};
     bool grew = false, done = false;
-    if (FAST_SOFTMAX && __all_sync(0xffffffffu, m_run[0] != TILEC_NEG_INF && m_run[1] != TILEC_NEG_INF)) {
+    if (FAST_SOFTMAX && pv_in_flight &&
+        __all_sync(0xffffffffu, m_run[0] != TILEC_NEG_INF && m_run[1] != TILEC_NEG_INF)) {
       done = softmax_fast(s, m_run, l_run, sl2);
       if (!done) {
-        // Rare: recompute S_j (K_j stays resident until P_j V_j has completed), then the full step.
+        // Rare: this warp's rows of S_j again (K_j stays resident until P_j V_j has completed),
+        // then the full step. P_{j-1} V_{j-1} completes first: its P registers are then free.
         tilec_wgmma_wait<0>();
-        tilec_wgmma_fence();
-        issue_s(s, dQ, sK);
-        tilec_wgmma_commit();
-        tilec_wgmma_wait<0>();
-        tilec_reg_fence(s);
+        recompute_s_warp(s, sQ, sK);
         mask_scores();
       }
     }
@@ -535,4 +572,5 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1)
 }
 
 #undef TILEC_PACK
+#undef TILEC_MMA
 #endif  // TILEC_FLASH_FWD_SM90_CUH
