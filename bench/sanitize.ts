@@ -1,7 +1,9 @@
 // A representative set of generated kernels for `compute-sanitizer --tool memcheck` (and racecheck):
 // ragged sequence ends, partial and empty blocks, fully masked rows, GQA, both tensor layouts, the
 // mma (bf16/fp16) and SIMT (fp32) templates, and on an sm_90 device the wgmma template (the default
-// there) as well as the mma one (asked for with arch sm_80). Exits non-zero if any result is wrong.
+// there) as well as the mma one (asked for with arch sm_80); the last case's keys grow 12x and 200x
+// by thirds of the sequence, so the wgmma template's fast softmax falls back (a warp recomputes its
+// rows of S from shared memory). Exits non-zero if any result is wrong.
 //   compute-sanitizer --tool memcheck --error-exitcode 1 node node_modules/tsx/dist/cli.mjs bench/sanitize.ts
 import { compileSpec } from "../compiler/pipeline.ts";
 import { compile } from "../runtime/attention.ts";
@@ -12,16 +14,19 @@ const cases = [
   ["bf16", 64, "q.video and q.frame != 1 and k.video", "64 x 64", "bhsd"],
   ["fp16", 128, "causal_frames or k.text", "128 x 64", "bshd"],
   ["fp32", 64, "temporal_band(1) or q.text", "64 x 32", "bshd"],
+  ["bf16", 96, "full", "128 x 128", "bshd", "jump"],
 ] as const;
 let bad = 0;
 for (const arch of [undefined, "sm_80"] as const)
-  for (const [dtype, d, mask, block, layout] of cases) {
+  for (const [dtype, d, mask, block, layout, jump] of cases) {
     const src = `layout L { video 3 x 7 x 11 text 17 after batch 2 heads 4 kv_heads 2 head_dim ${d} dtype ${dtype} }
 kernel k { layout L mask ${mask} block ${block} }`;
     const spec = compileSpec(src, "sanitize.tile").spec!;
     const k = spec.kernels.get("k")!;
     const attn = await compile(spec, { target: "cuda", kernel: "k", arch });
-    const r = checkKernel(attn, k, { seed: 3, layout });
+    const n = 3 * 7 * 11 + 17;
+    const keyGain = jump ? (t: number) => (t < n / 3 ? 1 : t < (2 * n) / 3 ? 12 : 200) : undefined;
+    const r = checkKernel(attn, k, { seed: 3, layout, keyGain });
     const ok =
       r.unwritten === 0 &&
       r.nonFinite === 0 &&
@@ -29,7 +34,7 @@ kernel k { layout L mask ${mask} block ${block} }`;
       r.relError < (dtype === "fp32" ? 1e-4 : 1e-2);
     if (!ok) bad++;
     console.log(
-      `${ok ? "ok  " : "FAIL"} ${attn.compiled.template} ${dtype} d=${d} ${block} ${layout} ${mask}: rel err ${r.relError.toExponential(2)}`,
+      `${ok ? "ok  " : "FAIL"} ${attn.compiled.template} ${dtype} d=${d} ${block} ${layout} ${mask}${jump ? " (jumping scores)" : ""}: rel err ${r.relError.toExponential(2)}`,
     );
     attn.free();
   }
