@@ -5,9 +5,10 @@
 // by thirds of the sequence, so the wgmma template's fast softmax falls back (a warp recomputes its
 // rows of S from shared memory). Exits non-zero if any result is wrong.
 //   compute-sanitizer --tool memcheck --error-exitcode 1 node node_modules/tsx/dist/cli.mjs bench/sanitize.ts
+import { seqLen } from "../compiler/layout.ts";
 import { compileSpec } from "../compiler/pipeline.ts";
 import { compile } from "../runtime/attention.ts";
-import { checkKernel } from "../test/support/attentionCheck.ts";
+import { checkKernel, jumpingKeys } from "../test/support/attentionCheck.ts";
 
 const cases = [
   ["bf16", 96, "attention_tile(2) or q.text", "128 x 128", "bshd"],
@@ -24,8 +25,7 @@ kernel k { layout L mask ${mask} block ${block} }`;
     const spec = compileSpec(src, "sanitize.tile").spec!;
     const k = spec.kernels.get("k")!;
     const attn = await compile(spec, { target: "cuda", kernel: "k", arch });
-    const n = 3 * 7 * 11 + 17;
-    const keyGain = jump ? (t: number) => (t < n / 3 ? 1 : t < (2 * n) / 3 ? 12 : 200) : undefined;
+    const keyGain = jump ? jumpingKeys(seqLen(k.layout)) : undefined;
     const r = checkKernel(attn, k, { seed: 3, layout, keyGain });
     const ok =
       r.unwritten === 0 &&

@@ -8,7 +8,7 @@ import { seqLen } from "../../compiler/layout.ts";
 import type { CudaArch } from "../../backends/cuda/target.ts";
 import { compile } from "../../runtime/attention.ts";
 import { available, CudaDevice } from "../../runtime/cuda/index.ts";
-import { checkKernel, sampleRows } from "../support/attentionCheck.ts";
+import { checkKernel, jumpingKeys, sampleRows } from "../support/attentionCheck.ts";
 import { Rng, randomMask } from "../support/random.ts";
 
 const cuda = available();
@@ -111,8 +111,7 @@ describe.skipIf(!cuda.ok).each(PATHS)(
         const k = kernelOf(
           `layout L { video 4 x 9 x 13 text 17 after heads 2 head_dim ${d} dtype ${dtype} }\nkernel k { layout L mask full block 128 x 128 }`,
         );
-        const n = seqLen(k.layout);
-        await expectCorrect(k, 11, { arch, keyGain: (t) => (t < n / 3 ? 1 : t < (2 * n) / 3 ? 12 : 200) });
+        await expectCorrect(k, 11, { arch, keyGain: jumpingKeys(seqLen(k.layout)) });
       }
     });
 

@@ -26,6 +26,15 @@ export function sampleRows(n: number, blockQ: number, count: number, seed: numbe
   return [...rows].filter((x) => x >= 0 && x < n).sort((a, b) => a - b);
 }
 
+/**
+ * A keyGain for checkKernel: keys grow 12x and then 200x by thirds of an n-token sequence, so a row's
+ * max jumps by orders of magnitude from one key tile to the next (the wgmma template's fast softmax
+ * then falls back).
+ */
+export function jumpingKeys(n: number): (token: number) => number {
+  return (t) => (t < n / 3 ? 1 : t < (2 * n) / 3 ? 12 : 200);
+}
+
 export function checkKernel(
   attn: CudaAttention,
   kernel: KernelSpec,

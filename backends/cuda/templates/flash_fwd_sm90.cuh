@@ -246,6 +246,20 @@ __device__ __forceinline__ void mask_tail(float (&s)[BKV / 2], int k0, int seq, 
       if (k0 + nt * 8 + 2 * t + cc >= seq) s[nt * 4 + cc] = s[nt * 4 + 2 + cc] = TILEC_NEG_INF;
 }
 
+// Row hh of this thread's S (its SNT n-tiles, 2 scores each) becomes P = exp2(s·scale_log2 - base);
+// returns the row's partial sum over this thread's columns. Four running sums, not a tree over
+// all n-tiles: fewer live registers, and the MUFU pipe, not this chain, sets the pace.
+__device__ __forceinline__ float exp_row(float (&s)[BKV / 2], int hh, float base, float sl2) {
+  float red[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+  for (int nt = 0; nt < SNT; ++nt) {
+    s[nt * 4 + 2 * hh] = tilec_exp2(s[nt * 4 + 2 * hh] * sl2 - base);
+    s[nt * 4 + 2 * hh + 1] = tilec_exp2(s[nt * 4 + 2 * hh + 1] * sl2 - base);
+    red[nt % 4] += s[nt * 4 + 2 * hh] + s[nt * 4 + 2 * hh + 1];
+  }
+  return (red[0] + red[1]) + (red[2] + red[3]);
+}
+
 // Online softmax of one tile (base 2, scale folded into one FFMA per score, lazy rescaling; see
 // flash_fwd_sm80.cuh): s becomes P, corr the factor O must be scaled by; returns whether a
 // reference max moved.
@@ -271,17 +285,7 @@ __device__ __forceinline__ bool softmax_step(float (&s)[BKV / 2], float (&m_run)
     corr[hh] = upd ? tilec_exp2(tilec_mul_rn(m_old, sl2) - base) : 1.f;
     grew |= upd;
     m_run[hh] = m_new;
-#pragma unroll
-    for (int nt = 0; nt < SNT; ++nt) {
-      s[nt * 4 + 2 * hh] = tilec_exp2(s[nt * 4 + 2 * hh] * sl2 - base);
-      s[nt * 4 + 2 * hh + 1] = tilec_exp2(s[nt * 4 + 2 * hh + 1] * sl2 - base);
-      red[nt] = s[nt * 4 + 2 * hh] + s[nt * 4 + 2 * hh + 1];
-    }
-#pragma unroll
-    for (int w = 1; w < SNT; w *= 2)
-#pragma unroll
-      for (int i = 0; i + w < SNT; i += 2 * w) red[i] += red[i + w];
-    l_run[hh] = l_run[hh] * corr[hh] + red[0];
+    l_run[hh] = l_run[hh] * corr[hh] + exp_row(s, hh, base, sl2);
   }
   return grew;
 }
@@ -305,17 +309,7 @@ __device__ __forceinline__ bool softmax_fast(float (&s)[BKV / 2], const float (&
   float part[2];
 #pragma unroll
   for (int hh = 0; hh < 2; ++hh) {
-    const float base = tilec_mul_rn(m_run[hh], sl2);
-    // Four running sums, not a tree over all n-tiles: fewer live registers (the MUFU pipe, not
-    // this chain, sets the pace).
-    float red[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-    for (int nt = 0; nt < SNT; ++nt) {
-      s[nt * 4 + 2 * hh] = tilec_exp2(s[nt * 4 + 2 * hh] * sl2 - base);
-      s[nt * 4 + 2 * hh + 1] = tilec_exp2(s[nt * 4 + 2 * hh + 1] * sl2 - base);
-      red[nt % 4] += s[nt * 4 + 2 * hh] + s[nt * 4 + 2 * hh + 1];
-    }
-    part[hh] = (red[0] + red[1]) + (red[2] + red[3]);
+    part[hh] = exp_row(s, hh, tilec_mul_rn(m_run[hh], sl2), sl2);
   }
   // NaN and +inf fail the comparison too.
   if (!__all_sync(0xffffffffu, part[0] <= FAST_LIMIT && part[1] <= FAST_LIMIT)) return false;
