@@ -5,7 +5,7 @@ import type { KernelSpec } from "./check.ts";
 import { seqLen, videoStart, videoTokens, type Dtype, type Layout } from "./layout.ts";
 import { usedCoords, type Coord, type MaskExpr } from "./maskExpr.ts";
 import type { KernelPlan } from "./pipeline.ts";
-import { buildPlan, type BlockPlan } from "./plan.ts";
+import { buildPlan, type BlockPlan, type Csr } from "./plan.ts";
 
 /** Tunable, hashable choices that do not change what is computed, only how. */
 export interface KernelConfig {
@@ -220,31 +220,33 @@ export function lowerKernel(
   };
 }
 
-/** A query block's work in tiles (partial tiles weigh a little more). */
-function rowWork(plan: BlockPlan, qb: number): number {
-  return (
-    plan.full.offsets[qb + 1]! -
-    plan.full.offsets[qb]! +
-    1.1 * (plan.partial.offsets[qb + 1]! - plan.partial.offsets[qb]!)
-  );
+/** Work of row r of a pair of CSR lists in tiles (partial tiles weigh a little more). */
+function listWork(full: Csr, partial: Csr, r: number): number {
+  return full.offsets[r + 1]! - full.offsets[r]! + 1.1 * (partial.offsets[r + 1]! - partial.offsets[r]!);
+}
+
+/**
+ * The heavy-first launch order of the rows of a pair of CSR lists (query blocks of plan.full/partial,
+ * or key blocks of plan.fullT/partialT): rows sorted by descending work (stable), and how many of
+ * them carry more than 1.5× the mean work (the rows of global frames, for Attention Tile).
+ */
+export function workOrder(full: Csr, partial: Csr): { order: Int32Array; heavy: number } {
+  const rows = full.offsets.length - 1;
+  const work = Array.from({ length: rows }, (_, r) => listWork(full, partial, r));
+  const mean = work.reduce((a, b) => a + b, 0) / Math.max(1, rows);
+  const order = Array.from({ length: rows }, (_, i) => i);
+  order.sort((a, b) => work[b]! - work[a]! || a - b);
+  return { order: Int32Array.from(order), heavy: work.filter((w) => w > 1.5 * mean).length };
 }
 
 /** Query blocks with more than 1.5× the mean work (the rows of global frames, for Attention Tile). */
 export function heavyRows(plan: BlockPlan): number {
-  let total = 0;
-  for (let qb = 0; qb < plan.numQBlocks; qb++) total += rowWork(plan, qb);
-  const mean = total / plan.numQBlocks;
-  let heavy = 0;
-  for (let qb = 0; qb < plan.numQBlocks; qb++) if (rowWork(plan, qb) > 1.5 * mean) heavy++;
-  return heavy;
+  return workOrder(plan.full, plan.partial).heavy;
 }
 
 /** Query blocks sorted by descending work, stable. */
 export function heaviestFirst(plan: BlockPlan): Int32Array {
-  const work = (qb: number) => rowWork(plan, qb);
-  const order = Array.from({ length: plan.numQBlocks }, (_, i) => i);
-  order.sort((a, b) => work(b) - work(a) || a - b);
-  return Int32Array.from(order);
+  return workOrder(plan.full, plan.partial).order;
 }
 
 /**

@@ -53,20 +53,35 @@ export function classWordsPerStripe(blockKv: number): number {
   return Math.ceil(blockKv / SUB_COLS / PER_WORD);
 }
 
-export function subTilePlan(plan: BlockPlan, layout: Layout, mask: MaskExpr): SubTilePlan {
+/**
+ * Which way a plan's partial blocks are walked: "q" (query-major: the forward and the dQ pass; stripes
+ * of 16 queries, n-tiles of 8 keys, entries in plan.partial order) or "k" (key-major: the dK/dV pass,
+ * which computes Sᵀ = K Qᵀ; stripes of 16 keys, n-tiles of 8 queries, entries in plan.partialT order).
+ * The encoding is the same; only what a stripe and an n-tile are changes.
+ */
+export type SubTileMajor = "q" | "k";
+
+export function subTilePlan(
+  plan: BlockPlan,
+  layout: Layout,
+  mask: MaskExpr,
+  major: SubTileMajor = "q",
+): SubTilePlan {
   const { blockQ, blockKv } = plan;
-  if (blockQ % SUB_ROWS !== 0 || blockKv % SUB_COLS !== 0)
+  const [rowBlock, colBlock] = major === "q" ? [blockQ, blockKv] : [blockKv, blockQ];
+  if (rowBlock % SUB_ROWS !== 0 || colBlock % SUB_COLS !== 0)
     throw new RangeError(
-      `sub-tile plan needs blocks of multiples of ${SUB_ROWS} × ${SUB_COLS}, got ${blockQ} × ${blockKv}`,
+      `sub-tile plan needs blocks of multiples of ${SUB_ROWS} × ${SUB_COLS} (${major === "q" ? "queries × keys" : "keys × queries"}), got ${rowBlock} × ${colBlock}`,
     );
   const n = seqLen(layout);
-  const stripes = blockQ / SUB_ROWS;
-  const nTiles = blockKv / SUB_COLS;
-  const wordsPerStripe = classWordsPerStripe(blockKv);
+  const stripes = rowBlock / SUB_ROWS;
+  const nTiles = colBlock / SUB_COLS;
+  const wordsPerStripe = classWordsPerStripe(colBlock);
   const used = usedCoords(mask);
   // Sub-tiles grouped by signature as in buildPlan: an Attention Tile mask sees a handful of them.
-  const qSig = signatures(layout, n, SUB_ROWS, Math.ceil(n / SUB_ROWS), used.q);
-  const kSig = signatures(layout, n, SUB_COLS, Math.ceil(n / SUB_COLS), used.k);
+  const [qBox, kBox] = major === "q" ? [SUB_ROWS, SUB_COLS] : [SUB_COLS, SUB_ROWS];
+  const qSig = signatures(layout, n, qBox, Math.ceil(n / qBox), used.q);
+  const kSig = signatures(layout, n, kBox, Math.ceil(n / kBox), used.k);
   const nks = kSig.boxes.length;
   const classifier = new BoxClassifier(layout, mask);
   const memo = new Map<number, number>();
@@ -80,8 +95,13 @@ export function subTilePlan(plan: BlockPlan, layout: Layout, mask: MaskExpr): Su
     }
     return c;
   };
+  // The signature id of the row-side and column-side sub-tiles starting at a token.
+  const [rowSig, colSig] = major === "q" ? [qSig, kSig] : [kSig, qSig];
+  const [rowBox, colBox] = [SUB_ROWS, SUB_COLS];
+  const pairClass = (rs: number, cs: number) => (major === "q" ? classOf(rs, cs) : classOf(cs, rs));
 
-  const partials = plan.partial.indices.length;
+  const lists = major === "q" ? plan.partial : plan.partialT;
+  const partials = lists.indices.length;
   const classes = new Int32Array(partials * stripes * wordsPerStripe);
   const counts = [0, 0, 0];
   let classified = true;
@@ -107,21 +127,22 @@ export function subTilePlan(plan: BlockPlan, layout: Layout, mask: MaskExpr): Su
   };
 
   function fill(): void {
-    for (let qb = 0; qb < plan.numQBlocks; qb++) {
-      for (let p = plan.partial.offsets[qb]!; p < plan.partial.offsets[qb + 1]!; p++) {
-        const kb = plan.partial.indices[p]!;
+    for (let rb = 0; rb + 1 < lists.offsets.length; rb++) {
+      for (let p = lists.offsets[rb]!; p < lists.offsets[rb + 1]!; p++) {
+        const cb = lists.indices[p]!;
         for (let s = 0; s < stripes; s++) {
-          const row0 = qb * blockQ + s * SUB_ROWS;
-          const qs = row0 < n ? qSig.ids[row0 / SUB_ROWS]! : -1;
+          const row0 = rb * rowBlock + s * rowBox;
+          const rs = row0 < n ? rowSig.ids[row0 / rowBox]! : -1;
           const base = (p * stripes + s) * wordsPerStripe;
           for (let t = 0; t < nTiles; t++) {
-            const col0 = kb * blockKv + t * SUB_COLS;
+            const col0 = cb * colBlock + t * colBox;
             let c: number;
-            if (qs < 0 || col0 >= n)
-              c = EMPTY; // no row stored / no key to keep
-            else if (col0 + SUB_COLS > n)
-              c = PARTIAL; // keys past the end: the element path bounds them
-            else c = classOf(qs, kSig.ids[col0 / SUB_COLS]!);
+            if (rs < 0 || col0 >= n)
+              c = EMPTY; // no row stored / no column to keep
+            else if (col0 + colBox > n)
+              c = PARTIAL; // columns past the end: the element path bounds them (rows past it are
+            // computed but never stored; the key-major kernel masks keys past the end itself)
+            else c = pairClass(rs, colSig.ids[col0 / colBox]!);
             counts[c]!++;
             classes[base + ((t / PER_WORD) | 0)]! |= c << (2 * (t % PER_WORD));
           }

@@ -15,12 +15,14 @@ import {
   type CudaArch,
   type CudaTemplate,
 } from "./target.ts";
-import { kernelTensorMaps, TENSOR_MAPS_ALIGN, TENSOR_MAPS_BYTES, type TensorMapSpec } from "./tma.ts";
+import { describeLaunch, type LaunchDescription } from "./launch.ts";
+import { FORWARD_PARAMS, renderParamStruct } from "./params.ts";
+import { kernelTensorMaps, renderTensorMapsStruct, type TensorMapSpec } from "./tma.ts";
 import { renderWgmmaWrappers } from "./wgmma.ts";
 
 const templateCache = new Map<string, string>();
 
-function template(name: string): string {
+export function template(name: string): string {
   let t = templateCache.get(name);
   if (t === undefined) {
     t = readFileSync(fileURLToPath(new URL(`./templates/${name}`, import.meta.url)), "utf8");
@@ -29,8 +31,8 @@ function template(name: string): string {
   return t;
 }
 
-/** Byte layout of `struct TilecParams` (templates/ptx.cuh): 200 bytes, natural alignment. */
-export const PARAMS_BYTES = 200;
+/** sizeof(struct TilecParams) (backends/cuda/params.ts). */
+export const PARAMS_BYTES = FORWARD_PARAMS.bytes;
 
 /**
  * The plan arrays a kernel reads from device memory, in `struct TilecParams` order (each is one
@@ -68,6 +70,13 @@ export interface CudaKernelSource {
    * tma.ts), in struct order; empty when it takes TilecParams only.
    */
   readonly tensorMaps: readonly TensorMapSpec[];
+  /** How every launcher launches it (backends/cuda/launch.ts). */
+  readonly launchDescription: LaunchDescription;
+}
+
+/** The constants a kernel's parameter struct carries (sequence length, softmax scale). */
+export function kernelConstants(ir: Pick<KernelIR, "seqLen" | "scale">) {
+  return { seqLen: ir.seqLen, scaleLog2: ir.scale * Math.LOG2E, scale: ir.scale };
 }
 
 export class CudaConfigError extends Error {
@@ -139,6 +148,8 @@ export function emitCuda(ir: KernelIR, arch: CudaArch): CudaKernelSource {
       ? [
           template("ptx_sm90.cuh"),
           "",
+          renderTensorMapsStruct(tensorMaps),
+          "",
           renderWgmmaWrappers(ir.dtype === "fp16" ? "fp16" : "bf16", ir.blockKv, ir.headDim),
           "",
         ]
@@ -147,6 +158,8 @@ export function emitCuda(ir: KernelIR, arch: CudaArch): CudaKernelSource {
     header,
     "",
     defines,
+    "",
+    renderParamStruct(FORWARD_PARAMS),
     "",
     template("ptx.cuh"),
     "",
@@ -169,19 +182,28 @@ export function emitCuda(ir: KernelIR, arch: CudaArch): CudaKernelSource {
     template: which,
     launch: { grid: ir.grid, block: [ir.threads, 1, 1], sharedBytes: smem },
     tensorMaps,
+    launchDescription: describeLaunch(
+      "forward",
+      ir.entry,
+      [ir.grid[0], "heads", "batch"],
+      ir.threads,
+      smem,
+      FORWARD_PARAMS,
+      kernelConstants(ir),
+      tensorMaps,
+    ),
   };
 }
 
 /** The manifest entry of a kernel's second parameter (TMA descriptors), when it takes one. */
 export function tensorMapsManifest(k: CudaKernelSource): { tensorMaps?: Record<string, unknown> } {
-  if (!k.tensorMaps.length) return {};
+  const tm = k.launchDescription.tensorMaps;
+  if (!tm) return {};
   return {
     tensorMaps: {
       struct: "TilecTensorMaps",
-      bytes: TENSOR_MAPS_BYTES,
-      align: TENSOR_MAPS_ALIGN,
+      ...tm,
       note: "second kernel parameter: one cuTensorMapEncodeTiled descriptor (128 bytes, 64-byte aligned) per entry, in order, each over its tensor (q, k or v): dims (headDim, seqLen, heads, batch), byte strides of seq, head, batch, box (boxCols, boxRows, 1, 1), element strides 1, no interleave, the given swizzle, L2 promotion 128B, zero fill, 2-byte elements",
-      maps: k.tensorMaps,
     },
   };
 }
@@ -204,18 +226,10 @@ export function cudaManifest(
     config: ir.config,
     launch: k.launch,
     params: {
-      struct: "TilecParams",
-      bytes: PARAMS_BYTES,
-      fields: [
-        "q, k, v: const void* (element [b, s, h, d] at b*batch_stride + s*seq_stride + h*head_stride + d)",
-        "o: void*, lse: float* ([batch, heads, seq], natural log; -inf for fully masked rows)",
-        "q/k/v/o batch, seq, head strides: int64, in elements",
-        "seq_len, num_heads, num_kv_heads: int32; scale_log2: float32 (softmax scale * log2 e)",
-        "full_offsets, full_indices, partial_offsets, partial_indices: const int32* (the plan's CSR lists)",
-        "q_order: const int32* (qOrder: query blocks, heaviest first; blockIdx.x is the position)",
-        "partial_classes: const uint32* (16-row x 8-key sub-tile classes of partial blocks, 2 bits each; see plan.subTiles)",
-      ],
+      ...k.launchDescription.params,
+      note: "element [b, s, h, d] of a tensor at b*batch_stride + s*seq_stride + h*head_stride + d; lse float32 [batch, heads, seq], natural log, -inf for fully masked rows; plan sections as in plan (CSR lists, q_order heaviest first, sub-tile classes)",
     },
+    launchDescription: k.launchDescription,
     ...tensorMapsManifest(k),
     plan: {
       ...planManifest(ir),

@@ -6,22 +6,45 @@
 import type { KernelIR } from "../../compiler/lower.ts";
 import { templateOf, type CudaArch } from "./target.ts";
 
-/** sizeof(struct TilecTensorMaps): three 128-byte CUtensorMaps, 64-byte aligned. */
-export const TENSOR_MAPS_BYTES = 384;
 export const TENSOR_MAP_BYTES = 128;
 export const TENSOR_MAPS_ALIGN = 64;
 
-export type MappedTensor = "q" | "k" | "v";
+export type MappedTensor = "q" | "k" | "v" | "do";
 
 /** One map of the struct, in struct order. */
 export interface TensorMapSpec {
+  /** The struct field (C identifier). */
+  readonly name: string;
   readonly tensor: MappedTensor;
   /** Box elements along the head dim: one swizzle row (swizzleBytes / element bytes). */
   readonly boxCols: number;
   /** Box rows along the sequence: the kernel's query block (Q) or key tile (K, V). */
   readonly boxRows: number;
-  /** The shared-memory swizzle the wgmma descriptors read: 64 or 128 bytes. */
-  readonly swizzleBytes: 64 | 128;
+  /** The shared-memory swizzle the wgmma descriptors read: 32, 64 or 128 bytes. */
+  readonly swizzleBytes: SwizzleBytes;
+}
+
+export type SwizzleBytes = 32 | 64 | 128;
+
+/** The widest swizzle (bytes per row of a column block) whose column blocks tile `elements` 2-byte values. */
+export function swizzleFor(elements: number): SwizzleBytes {
+  return elements % 64 === 0 ? 128 : elements % 32 === 0 ? 64 : 32;
+}
+
+/** A map over `tensor` in the layout the templates' swizzled tiles use (box: one column block × rows). */
+export function tileMap(name: string, tensor: MappedTensor, rows: number, swizzleBytes: SwizzleBytes): TensorMapSpec {
+  return { name, tensor, boxCols: swizzleBytes / 2, boxRows: rows, swizzleBytes };
+}
+
+/** The C struct of a kernel's maps (its second parameter), in map order, with its size asserted. */
+export function renderTensorMapsStruct(maps: readonly TensorMapSpec[]): string {
+  return [
+    `// The kernel's TMA descriptors (rendered by backends/cuda/tma.ts): ${maps.map((m) => `${m.name} over ${m.tensor}, box ${m.boxCols} x ${m.boxRows}, ${m.swizzleBytes}-byte swizzle`).join("; ")}.`,
+    `struct TilecTensorMaps {`,
+    `  TilecTensorMap ${maps.map((m) => m.name).join(", ")};`,
+    `};`,
+    `static_assert(sizeof(TilecTensorMaps) == ${maps.length * TENSOR_MAP_BYTES}, "TilecTensorMaps layout changed");`,
+  ].join("\n");
 }
 
 /** The maps a kernel needs: Q, K, V for the sm_90a template, none for the others. */
@@ -31,13 +54,8 @@ export function kernelTensorMaps(
 ): TensorMapSpec[] {
   if (templateOf(ir, arch) !== "sm90") return [];
   // Same rule as the template's SW: 128-byte rows when the head dim fills them, else 64.
-  const swizzleBytes = ir.headDim % 64 === 0 ? 128 : 64;
-  const boxCols = swizzleBytes / 2; // bf16/fp16
-  return [
-    { tensor: "q", boxCols, boxRows: ir.blockQ, swizzleBytes },
-    { tensor: "k", boxCols, boxRows: ir.blockKv, swizzleBytes },
-    { tensor: "v", boxCols, boxRows: ir.blockKv, swizzleBytes },
-  ];
+  const sw = ir.headDim % 64 === 0 ? 128 : 64;
+  return [tileMap("q", "q", ir.blockQ, sw), tileMap("k", "k", ir.blockKv, sw), tileMap("v", "v", ir.blockKv, sw)];
 }
 
 /** A [batch, seq, heads, dim] tensor as a launcher sees it: element strides, head dim contiguous. */
@@ -58,7 +76,7 @@ export interface TensorMapArgs {
   /** Byte strides of dims 1.. (sequence, heads, batch). */
   readonly stridesBytes: number[];
   readonly box: number[];
-  readonly swizzleBytes: 64 | 128;
+  readonly swizzleBytes: SwizzleBytes;
   readonly elementBytes: number;
 }
 

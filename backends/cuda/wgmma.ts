@@ -16,17 +16,20 @@ function accOperands(n: number): { list: string; constraints: string } {
 }
 
 /**
- * D(64×N, f32) (+)= A(64×16) · B(16×N), both operands in shared memory (descriptors), B K-major:
- * tilec_wgmma_ss_n{N}(d, descA, descB, accumulate). With accumulate = 0 D is overwritten.
+ * D(64×N, f32) (+)= A(64×16) · B(16×N), both operands in shared memory (descriptors), both K-major:
+ * tilec_wgmma_ss_n{N}(d, descA, descB, accumulate). With accumulate = 0 D is overwritten. With
+ * `transposed` both are MN-major instead (A stored [k][m], B [k][n]: imm-trans-a = imm-trans-b = 1):
+ * tilec_wgmma_sstt_n{N}.
  */
-function ssWrapper(n: number, t: WgmmaType): string {
+function ssWrapper(n: number, t: WgmmaType, transposed = false): string {
   const { list, constraints } = accOperands(n);
   const r = n / 2;
+  const tr = transposed ? 1 : 0;
   return [
-    `__device__ __forceinline__ void tilec_wgmma_ss_n${n}(float* d, u64 da, u64 db, int accumulate) {`,
+    `__device__ __forceinline__ void tilec_wgmma_ss${transposed ? "tt" : ""}_n${n}(float* d, u64 da, u64 db, int accumulate) {`,
     `  asm volatile(`,
     `      "{\\n .reg .pred p;\\n setp.ne.b32 p, %${r + 2}, 0;\\n"`,
-    `      " wgmma.mma_async.sync.aligned.m64n${n}k16.f32.${PTX_TYPE[t]}.${PTX_TYPE[t]} {${list}}, %${r}, %${r + 1}, p, 1, 1, 0, 0;\\n}\\n"`,
+    `      " wgmma.mma_async.sync.aligned.m64n${n}k16.f32.${PTX_TYPE[t]}.${PTX_TYPE[t]} {${list}}, %${r}, %${r + 1}, p, 1, 1, ${tr}, ${tr};\\n}\\n"`,
     `      : ${constraints}`,
     `      : "l"(da), "l"(db), "r"(accumulate));`,
     `}`,
@@ -62,5 +65,25 @@ export function renderWgmmaWrappers(t: WgmmaType, kvTile: number, headDim: numbe
     ssWrapper(kvTile, t),
     "",
     rsWrapper(headDim, t),
+  ].join("\n");
+}
+
+/**
+ * The wrappers of the backward's dK/dV kernel (templates/bwd_sm90.cuh) at head dim `headDim`: Sᵀ = K Qᵀ
+ * and dPᵀ = V dOᵀ with N = 64 queries, dV += Pᵀ dO and dK += dSᵀ Q with N = headDim (Pᵀ, dSᵀ from
+ * registers), and dQ = dS K with both operands MN-major and N = headDim / 2 (each of the two consumer
+ * warpgroups computes half of dQ's columns).
+ */
+export function renderBackwardWgmmaWrappers(t: WgmmaType, headDim: number): string {
+  if (headDim % 16 !== 0 || headDim < 16 || headDim > 256)
+    throw new RangeError(`wgmma backward needs a head dim that is a multiple of 16, not ${headDim}`);
+  return [
+    `// wgmma wrappers of the backward (rendered by backends/cuda/wgmma.ts): Sᵀ, dPᵀ with N = 64 queries;`,
+    `// dV, dK with N = ${headDim}; dQ with N = ${headDim / 2} (half the head dim per warpgroup); ${t} operands, f32 accumulators.`,
+    ssWrapper(64, t),
+    "",
+    rsWrapper(headDim, t),
+    "",
+    ssWrapper(headDim / 2, t, true),
   ].join("\n");
 }

@@ -77,3 +77,11 @@ export {
   nvrtcCacheKey,
   type CachedOutput,
 } from "./nvrtcCache.ts";
+export {
+  packLaunch,
+  contiguousStrides,
+  type BoundTensor,
+  type LaunchBindings,
+  type PackedLaunch,
+  type EncodeTensorMap,
+} from "./launch.ts";

@@ -66,6 +66,56 @@ describe("sub-tile plan equals the brute-force oracle", () => {
   });
 });
 
+/** The key-major oracle: rows are 16 keys, columns 8 queries (the dK/dV pass computes Sᵀ). */
+function oracleClassT(allowed: (q: number, k: number) => boolean, n: number, key0: number, q0: number) {
+  if (key0 >= n || q0 >= n) return EMPTY;
+  if (q0 + SUB_COLS > n) return PARTIAL;
+  let yes = 0;
+  let no = 0;
+  for (let k = key0; k < Math.min(n, key0 + SUB_ROWS); k++)
+    for (let q = q0; q < q0 + SUB_COLS; q++) {
+      if (allowed(q, k)) yes++;
+      else no++;
+    }
+  return yes === 0 ? EMPTY : no === 0 ? FULL : PARTIAL;
+}
+
+describe("key-major sub-tile plan (the dK/dV pass) equals its brute-force oracle", () => {
+  it("on 100 random layouts, masks, odd lengths and block sizes", () => {
+    const r = new Rng(20261207);
+    let checked = 0;
+    const seen = [0, 0, 0];
+    for (let trial = 0; trial < 100; trial++) {
+      const src = `${randomLayoutSource(r)}
+        kernel k { layout L mask ${randomMask(r)} block ${r.pick([16, 32, 64, 136])} x ${r.pick([16, 32, 64, 128])} }`;
+      const res = compileSpec(src, "random.tile");
+      if (!res.spec) continue;
+      const k = res.spec.kernels.get("k")!;
+      const plan = buildPlan(k);
+      const sub = subTilePlan(plan, k.layout, k.mask, "k");
+      const n = seqLen(k.layout);
+      const allowed = elementMask(k.layout, k.mask);
+      expect(sub.stripes).toBe(plan.blockKv / SUB_ROWS);
+      expect(sub.classes.length).toBe(plan.partialT.indices.length * sub.stripes * sub.wordsPerStripe);
+      for (let kb = 0; kb < plan.numKvBlocks; kb++)
+        for (let e = plan.partialT.offsets[kb]!; e < plan.partialT.offsets[kb + 1]!; e++) {
+          const qb = plan.partialT.indices[e]!;
+          for (let s = 0; s < sub.stripes; s++)
+            for (let t = 0; t < plan.blockQ / SUB_COLS; t++) {
+              const want = oracleClassT(allowed, n, kb * plan.blockKv + s * SUB_ROWS, qb * plan.blockQ + t * SUB_COLS);
+              const got = subTileClass(sub, e, s, t);
+              if (got !== want)
+                throw new Error(`trial ${trial}: block (${qb}, ${kb}) key stripe ${s} q-tile ${t}: ${got} ≠ ${want}\n${src}`);
+              seen[got]!++;
+            }
+        }
+      checked++;
+    }
+    expect(checked).toBeGreaterThan(60);
+    expect(Math.min(...seen)).toBeGreaterThan(0);
+  });
+});
+
 describe("sub-tile plan of the Efficient-vDiT masks", () => {
   const spec = compileSpec(readFileSync("examples/efficient-vdit/osp29.tile", "utf8"), "osp29.tile").spec!;
   it.each(["tile_4_4", "tile_3_5", "tile_2_6", "tile_1_7"])(

@@ -20,51 +20,11 @@ typedef unsigned long long u64;
 #define TILEC_NEG_INF (__int_as_float(0xff800000))
 
 // ---------------------------------------------------------------- kernel ABI
-// Kernel parameter block, passed by value to every tilec attention kernel
-// (bf16/fp16 and fp32 alike). Byte layout (natural alignment, sizeof == 200,
-// align 8); strides are in ELEMENTS, the head-dim stride is 1:
-//     0 q  8 k  16 v  24 o  32 lse                      (8-byte pointers)
-//    40 q_batch_stride  48 q_seq_stride  56 q_head_stride   (int64)
-//    64 k_batch_stride  72 k_seq_stride  80 k_head_stride
-//    88 v_batch_stride  96 v_seq_stride 104 v_head_stride
-//   112 o_batch_stride 120 o_seq_stride 128 o_head_stride
-//   136 seq_len  140 num_heads  144 num_kv_heads  (int32)  148 scale_log2 (f32)
-//   152 full_offsets  160 full_indices  168 partial_offsets  176 partial_indices
-//   184 q_order  192 partial_classes
-// Requirements: base pointers 16-byte aligned and batch/seq/head strides
-// multiples of 16 bytes' worth of elements (16-byte cp.async and stores);
-// num_heads % num_kv_heads == 0 (GQA: kv head = head / (num_heads/num_kv_heads));
-// scale_log2 = softmax scale * log2(e) > 0; lse may be null (then not written),
-// else float32 [batch, num_heads, seq_len] contiguous, natural log.
-// Plan (FlexAttention-style CSR, int32, device memory): for query block qb the
-// full kv blocks are full_indices[full_offsets[qb] .. full_offsets[qb+1]) and the
-// partial ones partial_indices[partial_offsets[qb] .. partial_offsets[qb+1]),
-// ascending; blocks in neither list are never touched.
-struct TilecParams {
-  const void* q;
-  const void* k;
-  const void* v;
-  void* o;
-  float* lse;
-  long long q_batch_stride, q_seq_stride, q_head_stride;
-  long long k_batch_stride, k_seq_stride, k_head_stride;
-  long long v_batch_stride, v_seq_stride, v_head_stride;
-  long long o_batch_stride, o_seq_stride, o_head_stride;
-  int seq_len;
-  int num_heads;
-  int num_kv_heads;
-  float scale_log2;
-  const int* full_offsets;
-  const int* full_indices;
-  const int* partial_offsets;
-  const int* partial_indices;
-  const int* q_order;  // [num_q_blocks] launch order of query blocks, or null for 0, 1, 2, ...
-  // The plan's second level (compiler/subPlan.ts): for partial-list entry e and 16-row stripe s,
-  // W = ceil(BLOCK_KV / 128) words at (e * (BLOCK_Q / 16) + s) * W, 2 bits per 8-key n-tile
-  // (0 empty, 1 partial, 2 full). Null: every sub-tile partial (the element mask decides).
-  const unsigned* partial_classes;
-};
-static_assert(sizeof(TilecParams) == 200, "TilecParams layout changed: update the TS packer");
+// The parameter struct (TilecParams for the forward, TilecBwdParams for the backward) is rendered
+// into the generated source before this file, from backends/cuda/params.ts: the same table every
+// launcher packs it with. Requirements: base pointers 16-byte aligned and batch/seq/head strides
+// multiples of 16 bytes' worth of elements (16-byte copies and stores); num_heads % num_kv_heads == 0
+// (GQA: kv head = head / (num_heads/num_kv_heads)); scale_log2 = softmax scale * log2(e) > 0.
 
 // ---------------------------------------------------------------- sub-tile classes
 // Decoding of TilecParams.partial_classes (compiler/subPlan.ts): 2 bits per 16-row x 8-key sub-tile
@@ -90,30 +50,38 @@ __device__ __forceinline__ bool tilec_class_full(const u32* cls, int nt) {
 // those run first for every head, head after head, then the light ones, head after head. With the
 // plain (x = position, y = head) order the heavy blocks of the last head would start in the grid's
 // last wave and run alone at its end; head-major inside each phase keeps one head's K/V in L2.
+// NQ rows (query blocks, or key blocks for a key-major pass) of which the first HEAVY are heavy; both
+// constants of the generated source, so every division here is by a constant: a multiply-high, no
+// registers held into the main loop. Every launcher takes grid.x from the launch description, which
+// is this same NQ.
+template <int NQ, int HEAVY>
+__device__ __forceinline__ void tilec_work_item_of(int bx, int by, int& pos, int& h) {
+  if constexpr (HEAVY <= 0) {
+    pos = bx;
+    h = by;
+  } else {
+    constexpr int LIGHT = NQ - HEAVY;
+    static_assert(HEAVY < NQ, "heavy rows are a strict subset of the rows");
+    const int lin = bx + by * NQ, heavy_items = HEAVY * (int)gridDim.y;
+    if (lin < heavy_items) {
+      h = lin / HEAVY;
+      pos = lin - h * HEAVY;
+    } else {
+      const int r = lin - heavy_items;
+      h = r / LIGHT;
+      pos = HEAVY + (r - h * LIGHT);
+    }
+  }
+}
+#if defined(TILEC_NUM_Q_BLOCKS)
 #ifndef TILEC_HEAVY_ROWS
 #define TILEC_HEAVY_ROWS 0
 #endif
+// The forward's work item: its query blocks.
 __device__ __forceinline__ void tilec_work_item(int bx, int by, int& pos, int& h) {
-#if TILEC_HEAVY_ROWS <= 0
-  pos = bx;
-  h = by;
-#else
-  // TILEC_NUM_Q_BLOCKS is a constant of the generated source, so every division here is by a
-  // constant: a multiply-high, no registers held into the main loop. Every launcher (runtime,
-  // packaged loaders) takes grid.x from the manifest, which is this same number.
-  constexpr int NQ = TILEC_NUM_Q_BLOCKS, HEAVY = TILEC_HEAVY_ROWS, LIGHT = NQ - HEAVY;
-  static_assert(HEAVY < NQ, "heavy rows are a strict subset of the query blocks");
-  const int lin = bx + by * NQ, heavy_items = HEAVY * (int)gridDim.y;
-  if (lin < heavy_items) {
-    h = lin / HEAVY;
-    pos = lin - h * HEAVY;
-  } else {
-    const int r = lin - heavy_items;
-    h = r / LIGHT;
-    pos = HEAVY + (r - h * LIGHT);
-  }
-#endif
+  tilec_work_item_of<TILEC_NUM_Q_BLOCKS, TILEC_HEAVY_ROWS>(bx, by, pos, h);
 }
+#endif
 
 // Returns x unchanged, but the compiler must assume it changed: recomputing a
 // cheap value inside a loop beats holding it in a register across the loop.
@@ -193,6 +161,33 @@ __device__ __forceinline__ u32 tilec_pack_f16(float lo, float hi) {
   u32 r;
   asm("cvt.rn.f16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
   return r;
+}
+
+// Two 16-bit floats (lo = bits 0..15) as two floats.
+__device__ __forceinline__ void tilec_unpack_bf16(u32 w, float& lo, float& hi) {
+  lo = __int_as_float((int)(w << 16));
+  hi = __int_as_float((int)(w & 0xffff0000u));
+}
+__device__ __forceinline__ void tilec_unpack_f16(u32 w, float& lo, float& hi) {
+  asm("{\n .reg .f16 l, h;\n mov.b32 {l, h}, %2;\n cvt.f32.f16 %0, l;\n cvt.f32.f16 %1, h;\n}\n"
+      : "=f"(lo), "=f"(hi)
+      : "r"(w));
+}
+
+// ---------------------------------------------------------------- reductions into global memory
+// Fire-and-forget fp32 adds (no return value: RED, not ATOM). The order in which blocks add is not
+// fixed, so sums built this way round differently run to run.
+__device__ __forceinline__ void tilec_red_add(float* p, float a) {
+  asm volatile("red.global.add.f32 [%0], %1;\n" ::"l"(p), "f"(a) : "memory");
+}
+// Two adjacent floats (8-byte aligned): one vector reduction on sm_90, two scalar ones before it.
+__device__ __forceinline__ void tilec_red_add2(float* p, float a, float b) {
+#if __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(p), "f"(a), "f"(b) : "memory");
+#else
+  tilec_red_add(p, a);
+  tilec_red_add(p + 1, b);
+#endif
 }
 
 // ---------------------------------------------------------------- math

@@ -60,13 +60,9 @@ __device__ __forceinline__ void tilec_bulk_load(u32 sdst, const void* src, u32 b
 struct alignas(64) TilecTensorMap {
   u64 opaque[16];
 };
-// Kernel ABI, second parameter of sm_90a kernels: the maps of Q, K and V (sizeof == 384, align 64).
-// Each is 4-D over (head dim, sequence, heads, batch) of its tensor, box (SW/2 elements, rows, 1, 1),
-// with the template's shared-memory swizzle; rows past the sequence are zero-filled by the engine.
-struct TilecTensorMaps {
-  TilecTensorMap q, k, v;
-};
-static_assert(sizeof(TilecTensorMaps) == 384, "TilecTensorMaps layout changed: update backends/cuda/tma.ts");
+// Kernel ABI, second parameter of sm_90a kernels: a struct of such maps (TilecTensorMaps, rendered by
+// backends/cuda/tma.ts from the kernel's map list, each 4-D over (head dim, sequence, heads, batch) of
+// its tensor with the template's shared-memory swizzle; rows past the sequence are zero-filled).
 
 __device__ __forceinline__ void tilec_prefetch_tensormap(const TilecTensorMap* map) {
   asm volatile("prefetch.tensormap [%0];\n" ::"l"((u64)map) : "memory");
