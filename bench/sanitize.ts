@@ -9,6 +9,7 @@ import { seqLen } from "../compiler/layout.ts";
 import { compileSpec } from "../compiler/pipeline.ts";
 import { compile } from "../runtime/attention.ts";
 import { checkKernel, jumpingKeys } from "../test/support/attentionCheck.ts";
+import { checkBackward } from "../test/support/backwardCheck.ts";
 
 const cases = [
   ["bf16", 96, "attention_tile(2) or q.text", "128 x 128", "bshd"],
@@ -35,6 +36,30 @@ kernel k { layout L mask ${mask} block ${block} }`;
     if (!ok) bad++;
     console.log(
       `${ok ? "ok  " : "FAIL"} ${attn.compiled.template} ${dtype} d=${d} ${block} ${layout} ${mask}${jump ? " (jumping scores)" : ""}: rel err ${r.relError.toExponential(2)}`,
+    );
+    attn.free();
+  }
+// The backward: both dK/dV templates (wgmma on an sm_90 device, mma.sync asked for with sm_80), both
+// dQ variants (fp32 atomics, the deterministic pass), GQA, a ragged end, partial blocks, both layouts.
+const backwardCases = [
+  ["bf16", 96, "attention_tile(2) or q.text", "bshd", false],
+  ["fp16", 64, "q.video and q.frame != 1 and k.video", "bhsd", true],
+  ["bf16", 128, "causal_frames or k.text", "bshd", true],
+  ["bf16", 64, "abs(q.frame - k.frame) <= 1 and abs(q.row - k.row) <= 2", "bshd", false],
+] as const;
+for (const arch of [undefined, "sm_80"] as const)
+  for (const [dtype, d, mask, layout, deterministic] of backwardCases) {
+    const src = `layout L { video 3 x 7 x 11 text 17 after batch 2 heads 4 kv_heads 2 head_dim ${d} dtype ${dtype} }
+kernel k { layout L mask ${mask} block 128 x 128 }`;
+    const spec = compileSpec(src, "sanitize.tile").spec!;
+    const k = spec.kernels.get("k")!;
+    const attn = await compile(spec, { target: "cuda", kernel: "k", arch, backward: true, tuned: false });
+    const [r] = checkBackward(attn, k, { seed: 5, layout, deterministic });
+    const ok =
+      r!.unwritten === 0 && r!.nonFinite === 0 && r!.maskedRowsZero && Math.max(r!.dq, r!.dk, r!.dv) < 2e-2;
+    if (!ok) bad++;
+    console.log(
+      `${ok ? "ok  " : "FAIL"} backward ${attn.backwardCompiled!.source.template} ${deterministic ? "deterministic" : "atomic"} ${dtype} d=${d} ${layout} ${mask}: rel err dq ${r!.dq.toExponential(2)} dk ${r!.dk.toExponential(2)} dv ${r!.dv.toExponential(2)}`,
     );
     attn.free();
   }

@@ -8,6 +8,13 @@ import { planAscii, planSvg } from "../compiler/planPicture.ts";
 import { describeLayout } from "../compiler/layout.ts";
 import { subTilePlan, type SubTilePlan } from "../compiler/subPlan.ts";
 import { CudaConfigError, cudaManifest, emitCuda } from "../backends/cuda/emit.ts";
+import {
+  backwardPlanManifest,
+  backwardPlanSections,
+  CudaBackwardConfigError,
+  emitCudaBackward,
+} from "../backends/cuda/emitBackward.ts";
+import { backwardProblems, lowerBackward } from "../compiler/lowerBackward.ts";
 import { findNvcc, nvccCompile } from "../backends/cuda/nvcc.ts";
 import { CUDA_ARCHS, type CudaArch } from "../backends/cuda/target.ts";
 import { emitWgsl, WgslConfigError, wgslManifest } from "../backends/wgsl/emit.ts";
@@ -153,6 +160,8 @@ interface EmitOptions {
   arch: CudaArch;
   f16?: boolean;
   subgroups?: boolean;
+  /** CUDA: also emit the backward kernels. */
+  backward?: boolean;
   /** commander's --no-tuned; --device picks among cached winners. */
   tuned?: boolean;
   device?: string;
@@ -220,7 +229,46 @@ function emitCommand(file: string, opts: EmitOptions): number {
         written.push(join(opts.out, files[ext]!));
       }
     }
-    write(`${k.name}.manifest.json`, JSON.stringify(cudaManifest(ir, src, files)) + "\n");
+    const manifest: Record<string, unknown> = cudaManifest(ir, src, files);
+    if (opts.backward) {
+      // The backward module beside the forward: its own .cu (+ .ptx/.cubin), launches and plan summary.
+      const problems = backwardProblems(ir);
+      if (problems.length) {
+        process.stderr.write(`${file}: kernel '${k.name}' has no backward: ${problems.join("; ")}\n`);
+        failed = true;
+      } else {
+        try {
+          const bir = lowerBackward(ir, opts.arch);
+          const bsrc = emitCudaBackward(bir, opts.arch);
+          const bcu = `${k.name}.bwd.cu`;
+          write(bcu, bsrc.source);
+          const bfiles: Record<string, string> = { source: bcu };
+          if (findNvcc())
+            for (const ext of ["ptx", "cubin"] as const) {
+              nvccCompile(join(opts.out, bcu), join(opts.out, `${k.name}.bwd.${ext}`), bsrc.compileArch);
+              bfiles[ext] = `${k.name}.bwd.${ext}`;
+              written.push(join(opts.out, bfiles[ext]!));
+            }
+          manifest.backward = {
+            files: bfiles,
+            compileArch: bsrc.compileArch,
+            template: bsrc.template,
+            operations: bsrc.operations,
+            plan: {
+              ...backwardPlanManifest(bir),
+              sections: Object.fromEntries(
+                backwardPlanSections(bir).map((x) => [x.name, Array.from(x.data)]),
+              ),
+            },
+          };
+        } catch (e) {
+          if (!(e instanceof CudaBackwardConfigError)) throw e;
+          process.stderr.write(`${file}: ${e.message}\n`);
+          failed = true;
+        }
+      }
+    }
+    write(`${k.name}.manifest.json`, JSON.stringify(manifest) + "\n");
   }
   if (opts.target === "cuda" && !findNvcc())
     process.stdout.write("nvcc not found: wrote CUDA sources only (no .ptx/.cubin)\n");
@@ -274,6 +322,7 @@ export function buildProgram(setCode: (c: number) => void): Command {
     .addOption(new Option("--arch <arch>", "CUDA architecture").choices([...CUDA_ARCHS]).default("sm_90"))
     .option("--f16", "WGSL: f16 storage (needs the adapter's shader-f16)")
     .option("--subgroups", "WGSL: subgroup reductions (needs the adapter's subgroups)")
+    .option("--backward", "CUDA: also the backward kernels (<kernel>.bwd.cu; manifest: backward)")
     .option("-k, --kernel <name>", "only this kernel")
     .requiredOption("-o, --out <dir>", "output directory")
     .option("--no-tuned", "ignore `tilec tune`'s cached winners (default configuration)")

@@ -71,7 +71,10 @@ export function backwardProblems(ir: Pick<KernelIR, "dtype" | "headDim">): strin
  * 128: 128-key blocks, two consumer warpgroups of 64 keys, 64-query steps), elsewhere and for other
  * head dims the mma.sync one (64-key blocks, four warps of 16 keys). The dQ pass is mma.sync on both.
  */
-export function defaultBackwardConfig(ir: Pick<KernelIR, "headDim">, arch: string | undefined): BackwardConfig {
+export function defaultBackwardConfig(
+  ir: Pick<KernelIR, "headDim">,
+  arch: string | undefined,
+): BackwardConfig {
   const hopper = !!arch?.startsWith("sm_90") && [64, 96, 128].includes(ir.headDim);
   return { template: hopper ? "sm90" : "sm80", dkdvStages: 2, dqStages: 2 };
 }

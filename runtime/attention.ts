@@ -160,7 +160,10 @@ export class CudaAttention {
       k = module.getKernel(d.entry);
       this.kernels.set(d.entry, k);
     }
-    k.launch({ grid: packed.grid, block: packed.block, sharedBytes: packed.sharedBytes, stream }, packed.args);
+    k.launch(
+      { grid: packed.grid, block: packed.block, sharedBytes: packed.sharedBytes, stream },
+      packed.args,
+    );
   }
 
   run(q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, out: DeviceBuffer, options: RunOptions = {}): void {
@@ -171,14 +174,24 @@ export class CudaAttention {
     this.check(out, heads, "out");
     const lse = options.lse;
     if (lse && (lse.dtype !== "fp32" || lse.length < batch * heads * seqLen))
-      throw new RangeError(`lse must be fp32 [${batch}, ${heads}, ${seqLen}] (${batch * heads * seqLen} floats)`);
+      throw new RangeError(
+        `lse must be fp32 [${batch}, ${heads}, ${seqLen}] (${batch * heads * seqLen} floats)`,
+      );
     const named: [string, DeviceBuffer][] = [
       ["q", q],
       ["k", k],
       ["v", v],
       ["out", out],
     ];
-    CudaAttention.checkDisjoint(lse ? [["out", out], ["lse", lse]] : [["out", out]], lse ? [...named, ["lse", lse]] : named);
+    CudaAttention.checkDisjoint(
+      lse
+        ? [
+            ["out", out],
+            ["lse", lse],
+          ]
+        : [["out", out]],
+      lse ? [...named, ["lse", lse]] : named,
+    );
     const layout = options.layout ?? "bshd";
     const tensors: Partial<Record<TensorRole, BoundTensor>> = {
       q: this.bound(q, heads, layout),
@@ -187,7 +200,13 @@ export class CudaAttention {
       o: this.bound(out, heads, layout),
       ...(lse ? { lse: { ptr: lse.ptr } } : {}),
     };
-    this.launch(this.module, this.compiled.launchDescription, tensors, this.plan.ptrs, options.stream ?? null);
+    this.launch(
+      this.module,
+      this.compiled.launchDescription,
+      tensors,
+      this.plan.ptrs,
+      options.stream ?? null,
+    );
   }
 
   /**
@@ -209,7 +228,9 @@ export class CudaAttention {
   ): void {
     const bwd = this.backwardCompiled;
     if (!bwd || !this.bwdPlan)
-      throw new Error(`kernel '${this.ir.name}' was compiled without its backward: compile(..., { backward: true })`);
+      throw new Error(
+        `kernel '${this.ir.name}' was compiled without its backward: compile(..., { backward: true })`,
+      );
     const { batch, seqLen, heads, kvHeads } = this.ir;
     const named: [string, DeviceBuffer, number][] = [
       ["q", q, heads],
@@ -226,7 +247,10 @@ export class CudaAttention {
       throw new RangeError(
         `lse must be the forward's fp32 [${batch}, ${heads}, ${seqLen}] log-sum-exp (${batch * heads * seqLen} floats)`,
       );
-    const all: [string, DeviceBuffer][] = [...named.map(([n, b]) => [n, b] as [string, DeviceBuffer]), ["lse", lse]];
+    const all: [string, DeviceBuffer][] = [
+      ...named.map(([n, b]) => [n, b] as [string, DeviceBuffer]),
+      ["lse", lse],
+    ];
     CudaAttention.checkDisjoint(
       [
         ["dq", dq],
@@ -250,8 +274,10 @@ export class CudaAttention {
       dv: this.bound(dv, kvHeads, layout),
       lse: { ptr: lse.ptr },
     };
-    for (const w of op.workspace) tensors[w.tensor] = { ptr: this.workspaceBuffer(w.tensor, w.elementsPerHead).ptr };
-    for (const d of op.launches) this.launch(bwd.module, d, tensors, this.bwdPlan.ptrs, options.stream ?? null);
+    for (const w of op.workspace)
+      tensors[w.tensor] = { ptr: this.workspaceBuffer(w.tensor, w.elementsPerHead).ptr };
+    for (const d of op.launches)
+      this.launch(bwd.module, d, tensors, this.bwdPlan.ptrs, options.stream ?? null);
   }
 
   private workspaceBuffer(tensor: TensorRole, elementsPerHead: number): DeviceBuffer<"fp32"> {
@@ -315,8 +341,16 @@ export async function compile(spec: string | CheckedSpec, options: CompileOption
   if (options.backward) {
     const bir = lowerBackward(ir, device.arch === "sm_90" ? arch : undefined, options.backwardConfig);
     const bsrc = emitCudaBackward(bir, arch);
-    backward = { ir: bir, source: bsrc, module: await nvrtc(bsrc.source, bsrc.compileArch, `${bir.entry}.cu`) };
+    backward = {
+      ir: bir,
+      source: bsrc,
+      module: await nvrtc(bsrc.source, bsrc.compileArch, `${bir.entry}.cu`),
+    };
   }
-  const module = await nvrtc(src.source, src.template === "sm90" ? src.compileArch : device.arch, `${ir.entry}.cu`);
+  const module = await nvrtc(
+    src.source,
+    src.template === "sm90" ? src.compileArch : device.arch,
+    `${ir.entry}.cu`,
+  );
   return new CudaAttention(ir, src, module, device, backward);
 }

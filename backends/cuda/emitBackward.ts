@@ -58,7 +58,10 @@ export function backwardSharedBytes(bir: Pick<BackwardIR, "template" | "dkdv" | 
   if (bir.template === "sm90") {
     const kv = 128 * d * 2;
     const separate = swizzleFor(d / 2) !== swizzleFor(d);
-    return { dkdv: (separate ? 3 : 2) * kv + 2 * 128 * 64 * 2 + bir.dkdv.stages * (2 * tile + 512 + 32) + 1024, dq };
+    return {
+      dkdv: (separate ? 3 : 2) * kv + 2 * 128 * 64 * 2 + bir.dkdv.stages * (2 * tile + 512 + 32) + 1024,
+      dq,
+    };
   }
   return { dkdv: (2 + 2 * bir.dkdv.stages) * tile + bir.dkdv.stages * 512 + 64 * 64 * 2 + 128, dq };
 }
@@ -72,7 +75,9 @@ export function backwardConfigProblems(bir: BackwardIR, arch: CudaArch): string[
   const lim = LIMITS[arch].maxSharedPerBlock;
   for (const [pass, bytes] of Object.entries(smem))
     if (bytes + 128 > lim)
-      out.push(`the ${pass} pass needs ${bytes} bytes of shared memory per block, more than ${arch} offers (${lim})`);
+      out.push(
+        `the ${pass} pass needs ${bytes} bytes of shared memory per block, more than ${arch} offers (${lim})`,
+      );
   return out;
 }
 
@@ -167,8 +172,13 @@ export function emitCudaBackward(bir: BackwardIR, arch: CudaArch): CudaBackwardS
 
   const c = kernelConstants(ir);
   const rows: [number, "heads", "batch"] = [bir.seqPad / 32, "heads", "batch"];
-  const launch = (entry: string, grid: Parameters<typeof describeLaunch>[2], threads: number, bytes: number, m: TensorMapSpec[] = []) =>
-    describeLaunch("backward", entry, grid, threads, bytes, BACKWARD_PARAMS, c, m);
+  const launch = (
+    entry: string,
+    grid: Parameters<typeof describeLaunch>[2],
+    threads: number,
+    bytes: number,
+    m: TensorMapSpec[] = [],
+  ) => describeLaunch("backward", entry, grid, threads, bytes, BACKWARD_PARAMS, c, m);
   const pre = launch(names.pre, rows, 128, 0);
   const dkdvGrid: [number, "kvHeads", "batch"] = [kp.numKvBlocks, "kvHeads", "batch"];
   const stats = [
@@ -182,7 +192,11 @@ export function emitCudaBackward(bir: BackwardIR, arch: CudaArch): CudaBackwardS
     template: bir.template,
     operations: {
       backward: {
-        launches: [pre, launch(names.dkdv, dkdvGrid, bir.dkdv.threads, smem.dkdv, maps), launch(names.post, rows, 128, 0)],
+        launches: [
+          pre,
+          launch(names.dkdv, dkdvGrid, bir.dkdv.threads, smem.dkdv, maps),
+          launch(names.post, rows, 128, 0),
+        ],
         workspace: [{ tensor: "dq_accum", elementsPerHead: bir.seqPad * d }, ...stats],
       },
       backwardDeterministic: {
@@ -220,5 +234,10 @@ export function backwardPlanManifest(bir: BackwardIR): Record<string, unknown> {
     heavy: pass.heavy,
     subTiles: { counts: pass.subTiles.counts, classified: pass.subTiles.classified },
   });
-  return { seqPad: bir.seqPad, dkdv: side(bir.dkdv), dq: side(bir.dq), density: planManifest(bir.forward).density };
+  return {
+    seqPad: bir.seqPad,
+    dkdv: side(bir.dkdv),
+    dq: side(bir.dq),
+    density: planManifest(bir.forward).density,
+  };
 }

@@ -18,7 +18,11 @@ export interface LaunchDescription {
   readonly grid: readonly [GridDim, GridDim, GridDim];
   readonly block: readonly [number, number, number];
   readonly sharedBytes: number;
-  readonly params: { readonly struct: string; readonly bytes: number; readonly fields: readonly ParamField[] };
+  readonly params: {
+    readonly struct: string;
+    readonly bytes: number;
+    readonly fields: readonly ParamField[];
+  };
   /**
    * sm_90a kernels: the second parameter, one cuTensorMapEncodeTiled descriptor (128 bytes) per map,
    * each over its tensor as (head dim, seq, heads, batch) with byte strides of seq, heads, batch, box

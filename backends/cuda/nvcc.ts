@@ -2,11 +2,17 @@
 // ptxas's resource report (registers, spills) for CI. No GPU is needed for any of this.
 import { execFileSync, spawnSync } from "node:child_process";
 
-export interface PtxasReport {
+export interface PtxasEntry {
+  readonly entry: string;
   readonly registers: number;
   readonly spillStores: number;
   readonly spillLoads: number;
   readonly stackFrame: number;
+}
+
+/** The first entry's numbers (single-kernel modules), and every entry's (backward modules). */
+export interface PtxasReport extends Omit<PtxasEntry, "entry"> {
+  readonly entries: readonly PtxasEntry[];
   readonly log: string;
 }
 
@@ -53,14 +59,18 @@ function archFlags(arch: string, kind: "-ptx" | "-cubin"): string[] {
 }
 
 export function parsePtxas(log: string): PtxasReport {
-  const num = (re: RegExp) => Number(re.exec(log)?.[1] ?? NaN);
-  return {
-    registers: num(/Used (\d+) registers/),
-    spillStores: num(/(\d+) bytes spill stores/),
-    spillLoads: num(/(\d+) bytes spill loads/),
-    stackFrame: num(/(\d+) bytes stack frame/),
-    log,
+  const numbers = (text: string) => {
+    const num = (re: RegExp) => Number(re.exec(text)?.[1] ?? NaN);
+    return {
+      registers: num(/Used (\d+) registers/),
+      spillStores: num(/(\d+) bytes spill stores/),
+      spillLoads: num(/(\d+) bytes spill loads/),
+      stackFrame: num(/(\d+) bytes stack frame/),
+    };
   };
+  const parts = log.split(/Compiling entry function '/).slice(1);
+  const entries = parts.map((p) => ({ entry: p.slice(0, p.indexOf("'")), ...numbers(p) }));
+  return { ...numbers(log), entries, log };
 }
 
 export function nvccVersion(): string | undefined {

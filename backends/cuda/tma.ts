@@ -32,7 +32,12 @@ export function swizzleFor(elements: number): SwizzleBytes {
 }
 
 /** A map over `tensor` in the layout the templates' swizzled tiles use (box: one column block × rows). */
-export function tileMap(name: string, tensor: MappedTensor, rows: number, swizzleBytes: SwizzleBytes): TensorMapSpec {
+export function tileMap(
+  name: string,
+  tensor: MappedTensor,
+  rows: number,
+  swizzleBytes: SwizzleBytes,
+): TensorMapSpec {
   return { name, tensor, boxCols: swizzleBytes / 2, boxRows: rows, swizzleBytes };
 }
 
@@ -55,7 +60,11 @@ export function kernelTensorMaps(
   if (templateOf(ir, arch) !== "sm90") return [];
   // Same rule as the template's SW: 128-byte rows when the head dim fills them, else 64.
   const sw = ir.headDim % 64 === 0 ? 128 : 64;
-  return [tileMap("q", "q", ir.blockQ, sw), tileMap("k", "k", ir.blockKv, sw), tileMap("v", "v", ir.blockKv, sw)];
+  return [
+    tileMap("q", "q", ir.blockQ, sw),
+    tileMap("k", "k", ir.blockKv, sw),
+    tileMap("v", "v", ir.blockKv, sw),
+  ];
 }
 
 /** A [batch, seq, heads, dim] tensor as a launcher sees it: element strides, head dim contiguous. */

@@ -5,6 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { emitCuda } from "../../backends/cuda/emit.ts";
+import { emitCudaBackward } from "../../backends/cuda/emitBackward.ts";
+import { backwardProblems, lowerBackward } from "../../compiler/lowerBackward.ts";
 import { findNvcc, nvccCompile } from "../../backends/cuda/nvcc.ts";
 import { lowerKernel } from "../../compiler/lower.ts";
 import { compileSpec, planKernel } from "../../compiler/pipeline.ts";
@@ -44,6 +46,29 @@ describe.skipIf(!nvcc)(
             expect(report.spillStores, `${file} ${k.name} ${arch}:\n${report.log}`).toBe(0);
             expect(report.spillLoads, `${file} ${k.name} ${arch}`).toBe(0);
             expect(report.registers).toBeLessThanOrEqual(255);
+          }
+        },
+        300_000,
+      );
+    }
+
+    // The backward of every example kernel that has one: the wgmma dK/dV template on sm_90 (head dims
+    // 64/96/128), the mma.sync one on sm_80; every entry point of the module without spills.
+    for (const arch of ["sm_80", "sm_90"] as const) {
+      it.each(files)(
+        `%s: backward compiles for ${arch} without spills`,
+        (file) => {
+          const spec = compileSpec(readFileSync(file, "utf8"), file).spec!;
+          const dir = mkdtempSync(join(tmpdir(), "tilec-nvcc-bwd-"));
+          for (const k of spec.kernels.values()) {
+            const ir = lowerKernel(planKernel(k), file, undefined, arch);
+            if (backwardProblems(ir).length) continue;
+            const src = emitCudaBackward(lowerBackward(ir, arch), arch);
+            const cu = join(dir, `${k.name}.bwd.cu`);
+            writeFileSync(cu, src.source);
+            const report = nvccCompile(cu, join(dir, `${k.name}.bwd.cubin`), src.compileArch)!;
+            for (const entry of report.entries ?? [report])
+              expect(entry.spillStores, `${file} ${k.name} ${arch} backward:\n${report.log}`).toBe(0);
           }
         },
         300_000,

@@ -102,10 +102,17 @@ describe("key-major sub-tile plan (the dK/dV pass) equals its brute-force oracle
           const qb = plan.partialT.indices[e]!;
           for (let s = 0; s < sub.stripes; s++)
             for (let t = 0; t < plan.blockQ / SUB_COLS; t++) {
-              const want = oracleClassT(allowed, n, kb * plan.blockKv + s * SUB_ROWS, qb * plan.blockQ + t * SUB_COLS);
+              const want = oracleClassT(
+                allowed,
+                n,
+                kb * plan.blockKv + s * SUB_ROWS,
+                qb * plan.blockQ + t * SUB_COLS,
+              );
               const got = subTileClass(sub, e, s, t);
               if (got !== want)
-                throw new Error(`trial ${trial}: block (${qb}, ${kb}) key stripe ${s} q-tile ${t}: ${got} ≠ ${want}\n${src}`);
+                throw new Error(
+                  `trial ${trial}: block (${qb}, ${kb}) key stripe ${s} q-tile ${t}: ${got} ≠ ${want}\n${src}`,
+                );
               seen[got]!++;
             }
         }

@@ -87,7 +87,7 @@ export function checkKernel(
   }
 }
 
-function permute(x: Float32Array, batch: number, n: number, h: number, d: number): Float32Array {
+export function permute(x: Float32Array, batch: number, n: number, h: number, d: number): Float32Array {
   const y = new Float32Array(x.length);
   for (let b = 0; b < batch; b++)
     for (let s = 0; s < n; s++)
@@ -99,7 +99,7 @@ function permute(x: Float32Array, batch: number, n: number, h: number, d: number
   return y;
 }
 
-function unpermute(y: Float32Array, batch: number, n: number, h: number, d: number): Float32Array {
+export function unpermute(y: Float32Array, batch: number, n: number, h: number, d: number): Float32Array {
   const x = new Float32Array(y.length);
   for (let b = 0; b < batch; b++)
     for (let s = 0; s < n; s++)

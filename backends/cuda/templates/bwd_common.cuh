@@ -51,29 +51,22 @@ __device__ __forceinline__ const u16* row_of(const void* base, long long sb, lon
 }
 
 // One step of a key-major pass: the GQA group's query heads one after the other, each walking the
-// key block's transposed lists (full, then partial). Derived once here for the producer (which
-// loads the step's Q and dO) and the consumers (which need its head, rows and class entry).
+// key block's row of the transposed lists (full, then partial). Derived once here for the producer
+// (which loads the step's Q and dO) and the consumers (which need its head, rows and class entry).
 struct KeyMajorWalk {
-  int f_beg, n_full, p_beg, per_head, total, group;
-  __device__ __forceinline__ KeyMajorWalk(const TilecBwdParams& p, int kb) {
-    f_beg = p.fullT_offsets[kb];
-    n_full = p.fullT_offsets[kb + 1] - f_beg;
-    p_beg = p.partialT_offsets[kb];
-    per_head = n_full + (p.partialT_offsets[kb + 1] - p_beg);
+  TilecPlanRow row;
+  int group, total;
+  __device__ __forceinline__ KeyMajorWalk(const TilecBwdParams& p, int kb)
+      : row(p.fullT_offsets, p.partialT_offsets, kb) {
     group = p.num_heads / p.num_kv_heads;
-    total = per_head * group;
+    total = row.total * group;
   }
-  // Step j: query head (of the group, 0-based), query block, and the partial-list entry (-1: full).
+  // Step j < total: query head (of the group, 0-based), query block, and the partial-list entry (-1: full).
   __device__ __forceinline__ void step(const TilecBwdParams& p, int j, int& head_in_group, int& qb, int& entry) const {
-    head_in_group = j / per_head;
-    const int r = j - head_in_group * per_head;
-    if (r < n_full) {
-      qb = p.fullT_indices[f_beg + r];
-      entry = -1;
-    } else {
-      entry = p_beg + r - n_full;
-      qb = p.partialT_indices[entry];
-    }
+    head_in_group = j / row.total;
+    const int r = j - head_in_group * row.total;
+    qb = row.tile(p.fullT_indices, p.partialT_indices, r);
+    entry = row.partial(r) ? row.entry(r) : -1;
   }
 };
 

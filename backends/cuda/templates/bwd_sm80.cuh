@@ -35,6 +35,8 @@ constexpr int ROWB = D * 2;  // bytes per tile row
 constexpr int TILE_BYTES = TILEC_BWD80_TILE_BYTES;
 constexpr int DS_CPR = 8;    // the dSᵀ tile: 64 keys x 64 queries, 8 chunks a row
 constexpr int SNT = 8;       // 8-wide n-tiles of a warp's 16 x 64 score fragment
+constexpr int QH = 2;  // the dK/dV pass takes a step's 64 queries in two halves (see dkdv)
+constexpr int QN = 64 / QH, QNT = QN / 8;
 static_assert(TILE_BYTES % 128 == 0, "tile bases stay 128-byte aligned");
 
 // Which of a warp's 16 x 64 score elements are kept (bit nt*4 + e: row g + 8*(e>>1), column
@@ -84,17 +86,18 @@ __device__ __forceinline__ u32 keep_bits(bool partial, u32 cls, int row0, int co
   return keep;
 }
 
-// acc[SNT][4] += A(16 x D, rows of tile sa from a_addr) · B, B = the 64 rows of tile sb as [n][k]
-// (non-trans): a warp's 16 x 64 scores of two tiles' rows (S = Q Kᵀ, Sᵀ = K Qᵀ, dP = dO Vᵀ, ...).
-__device__ __forceinline__ void scores(float (&acc)[SNT][4], u32 a_base, u32 b_base) {
+// acc[NT][4] = A(16 x D, rows of the tile at a_addr) · Bᵀ, B = NT*8 rows of the tile at b_base read
+// as [n][k] (non-trans): a warp's 16 x NT*8 scores (S = Q Kᵀ, Sᵀ = K Qᵀ, dP = dO Vᵀ, ...).
+template <int NT>
+__device__ __forceinline__ void scores(float (&acc)[NT][4], u32 a_base, u32 b_base) {
 #pragma unroll
-  for (int nt = 0; nt < SNT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
+  for (int nt = 0; nt < NT; ++nt) acc[nt][0] = acc[nt][1] = acc[nt][2] = acc[nt][3] = 0.f;
 #pragma unroll
   for (int kk = 0; kk < KD; ++kk) {
     u32 a[4];
     tilec_ldsm_x4(a[0], a[1], a[2], a[3], kstep_addr<CPR>(a_base, kk));
 #pragma unroll
-    for (int np = 0; np < SNT / 2; ++np) {
+    for (int np = 0; np < NT / 2; ++np) {
       u32 b0, b1, b2, b3;
       tilec_ldsm_x4(b0, b1, b2, b3, kstep_addr<CPR>(b_base, kk) + np * 16 * ROWB);
       TILEC_MMA(acc[2 * np], a, b0, b1);
@@ -103,11 +106,12 @@ __device__ __forceinline__ void scores(float (&acc)[SNT][4], u32 a_base, u32 b_b
   }
 }
 
-// acc[DT][4] += A (16 x 64, four k-steps of A fragments in registers) · B, B = 64 rows x D of tile
-// bt_base read as [k][n] (.trans): dV += Pᵀ dO, dK += dSᵀ Q, dQ += dS K.
-__device__ __forceinline__ void accumulate(float (&acc)[DT][4], const u32 (&a)[4][4], u32 bt_base) {
+// acc[DT][4] += A (16 x KS*16, KS k-steps of A fragments in registers) · B, B = KS*16 rows x D of the
+// tile at bt_base read as [k][n] (.trans): dV += Pᵀ dO, dK += dSᵀ Q, dQ += dS K.
+template <int KS>
+__device__ __forceinline__ void accumulate(float (&acc)[DT][4], const u32 (&a)[KS][4], u32 bt_base) {
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk)
+  for (int kk = 0; kk < KS; ++kk)
 #pragma unroll
     for (int dp = 0; dp < D / 16; ++dp) {
       u32 b0, b1, b2, b3;
@@ -117,10 +121,11 @@ __device__ __forceinline__ void accumulate(float (&acc)[DT][4], const u32 (&a)[4
     }
 }
 
-// Scores -> A fragments: two adjacent n-tiles of a 16 x 64 accumulator are one 16-wide k-step.
-__device__ __forceinline__ void to_a_fragments(u32 (&a)[4][4], const float (&x)[SNT][4]) {
+// Scores -> A fragments: two adjacent n-tiles of a 16 x NT*8 accumulator are one 16-wide k-step.
+template <int NT>
+__device__ __forceinline__ void to_a_fragments(u32 (&a)[NT / 2][4], const float (&x)[NT][4]) {
 #pragma unroll
-  for (int kk = 0; kk < 4; ++kk) {
+  for (int kk = 0; kk < NT / 2; ++kk) {
     a[kk][0] = TILEC_PACK(x[2 * kk][0], x[2 * kk][1]);
     a[kk][1] = TILEC_PACK(x[2 * kk][2], x[2 * kk][3]);
     a[kk][2] = TILEC_PACK(x[2 * kk + 1][0], x[2 * kk + 1][1]);
@@ -219,37 +224,47 @@ __device__ __forceinline__ void dkdv(const TilecBwdParams& p, unsigned char* sme
                                                      : (entry >= 0 ? 0x5555u : 0u);
     const u32 keep = keep_bits<true>(entry >= 0, cls, k0 + warp * 16, q0, seq, lane);
 
-    float s[SNT][4], dp[SNT][4];
-    scores(s, sK + a_off, sQ + b_off);
-    scores(dp, sV + a_off, sdO + b_off);
-    // P = exp2(S·scale·log2 e − lse·log2 e); dS = P ∘ (dP − D); columns are queries.
+    // The step's 64 queries in two halves of 32: half the Sᵀ and dPᵀ
+    // registers beside dK and dV (which alone hold D/2 floats each per thread).
+#pragma unroll 1
+    for (int half = 0; half < QH; ++half) {
+      const u32 qoff = half * QN * ROWB;
+      float s[QNT][4], dp[QNT][4];
+      scores(s, sK + a_off, sQ + qoff + b_off);
+      scores(dp, sV + a_off, sdO + qoff + b_off);
+      // P = exp2(S·scale·log2 e − lse·log2 e); dS = P ∘ (dP − D); columns are queries.
 #pragma unroll
-    for (int nt = 0; nt < SNT; ++nt) {
-      const int c = nt * 8 + 2 * t;
-      const float l0 = stats[c], l1 = stats[c + 1], d0 = stats[64 + c], d1 = stats[64 + c + 1];
+      for (int nt = 0; nt < QNT; ++nt) {
+        const int c = half * QN + nt * 8 + 2 * t;
+        const float l0 = stats[c], l1 = stats[c + 1], d0 = stats[64 + c], d1 = stats[64 + c + 1];
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const bool kept = (keep >> (nt * 4 + e)) & 1u;
-        const float pe = kept ? tilec_exp2(s[nt][e] * sl2 - ((e & 1) ? l1 : l0)) : 0.f;
-        s[nt][e] = pe;
-        dp[nt][e] = pe * (dp[nt][e] - ((e & 1) ? d1 : d0));
+        for (int e = 0; e < 4; ++e) {
+          const bool kept = (keep >> (half * QNT * 4 + nt * 4 + e)) & 1u;
+          const float pe = kept ? tilec_exp2(s[nt][e] * sl2 - ((e & 1) ? l1 : l0)) : 0.f;
+          s[nt][e] = pe;
+          dp[nt][e] = pe * (dp[nt][e] - ((e & 1) ? d1 : d0));
+        }
+      }
+      u32 pa[QNT / 2][4], dsa[QNT / 2][4];
+      to_a_fragments(pa, s);
+      to_a_fragments(dsa, dp);
+      accumulate(dv, pa, sdO + qoff + bt_off);
+      accumulate(dk, dsa, sQ + qoff + bt_off);
+      if constexpr (WITH_DQ) {
+        // dSᵀ to shared memory (rows: keys, columns: queries) for the dQ product below.
+        const int r = warp * 16 + g;
+#pragma unroll
+        for (int kk = 0; kk < QNT / 2; ++kk) {
+          const int ch = half * (QN / 8) + 2 * kk;
+          *(u32*)(sbase + (sDS - sK) + swz<DS_CPR>(r, ch) + t * 4) = dsa[kk][0];
+          *(u32*)(sbase + (sDS - sK) + swz<DS_CPR>(r + 8, ch) + t * 4) = dsa[kk][1];
+          *(u32*)(sbase + (sDS - sK) + swz<DS_CPR>(r, ch + 1) + t * 4) = dsa[kk][2];
+          *(u32*)(sbase + (sDS - sK) + swz<DS_CPR>(r + 8, ch + 1) + t * 4) = dsa[kk][3];
+        }
       }
     }
-    u32 pa[4][4], dsa[4][4];
-    to_a_fragments(pa, s);
-    to_a_fragments(dsa, dp);
-    accumulate(dv, pa, sdO + bt_off);
-    accumulate(dk, dsa, sQ + bt_off);
     if constexpr (WITH_DQ) {
-      // dSᵀ to shared memory (rows: keys, columns: queries), then this warp's 16 query rows of dS K.
-      const int r = warp * 16 + g;
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        *(u32*)(sbase + (sDS - sK) + swz<DS_CPR>(r, 2 * kk) + t * 4) = dsa[kk][0];
-        *(u32*)(sbase + (sDS - sK) + swz<DS_CPR>(r + 8, 2 * kk) + t * 4) = dsa[kk][1];
-        *(u32*)(sbase + (sDS - sK) + swz<DS_CPR>(r, 2 * kk + 1) + t * 4) = dsa[kk][2];
-        *(u32*)(sbase + (sDS - sK) + swz<DS_CPR>(r + 8, 2 * kk + 1) + t * 4) = dsa[kk][3];
-      }
+      // This warp's 16 query rows of dS K, over the block's 64 keys.
       __syncthreads();
       float dq[DT][4];
       zero(dq);
@@ -295,11 +310,9 @@ __device__ __forceinline__ void dq_pass(const TilecBwdParams& p, unsigned char* 
   const int hk = h / (p.num_heads / p.num_kv_heads);
   const int q0 = qb * ROWS, seq = p.seq_len;
   const float sl2 = p.scale_log2;
-  const int f_beg = p.full_offsets[qb];
-  const int n_full = p.full_offsets[qb + 1] - f_beg;
-  const int p_beg = p.partial_offsets[qb];
-  const int total = n_full + (p.partial_offsets[qb + 1] - p_beg);
-  auto tile_of = [&](int j) { return j < n_full ? p.full_indices[f_beg + j] : p.partial_indices[p_beg + j - n_full]; };
+  const TilecPlanRow row(p.full_offsets, p.partial_offsets, qb);
+  const int total = row.total;
+  auto tile_of = [&](int j) { return row.tile(p.full_indices, p.partial_indices, j); };
 
   const u32 s_raw = tilec_smem_u32(smem);
   unsigned char* sbase = smem + ((128u - (s_raw & 127u)) & 127u);
@@ -342,8 +355,8 @@ __device__ __forceinline__ void dq_pass(const TilecBwdParams& p, unsigned char* 
     tilec_cp_async_commit();
     const u32 sK = sKV + (j % STAGES) * STAGE_BYTES, sV = sK + TILE_BYTES;
     const int k0 = tile_of(j) * ROWS;
-    const bool partial = j >= n_full;
-    const int entry = p_beg + j - n_full;
+    const bool partial = row.partial(j);
+    const int entry = row.entry(j);
     const u32 cls = partial && p.partial_classes ? __ldg(p.partial_classes + entry * 4 + warp) : (partial ? 0x5555u : 0u);
     const u32 keep = keep_bits<false>(partial, cls, q0 + warp * 16, k0, seq, lane);
 

@@ -102,12 +102,10 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, 1) TILEC_KERN
   const int q0 = qb * BQ;
   const int wrow0 = warp * WROWS;
 
-  const int f_beg = p.full_offsets[qb];
-  const int n_full = p.full_offsets[qb + 1] - f_beg;
-  const int p_beg = p.partial_offsets[qb];
-  const int total = n_full + (p.partial_offsets[qb + 1] - p_beg);
+  const TilecPlanRow row(p.full_offsets, p.partial_offsets, qb);
+  const int n_full = row.n_full, p_beg = row.p_beg, total = row.total;
   auto fetch_kb = [&](int i) -> int {
-    return i < n_full ? p.full_indices[f_beg + i] : (i < total ? p.partial_indices[p_beg + i - n_full] : 0);
+    return row.tile_or_0(p.full_indices, p.partial_indices, i);
   };
 
   const float* qg = (const float*)p.q + b * p.q_batch_stride + h * p.q_head_stride + q0 * p.q_seq_stride;

@@ -194,12 +194,11 @@ extern "C" __global__ void __launch_bounds__(TILEC_NUM_WARPS * 32, TILEC_MIN_CTA
   const int q0 = qb * BQ;
   const int wrow0 = warp * WROWS;  // first CTA-local row of this warp
 
-  const int f_beg = p.full_offsets[qb];
-  const int n_full = p.full_offsets[qb + 1] - f_beg;
-  const int p_beg = p.partial_offsets[qb];
-  const int total = n_full + (p.partial_offsets[qb + 1] - p_beg);
-  const int* f_idx = p.full_indices + f_beg;
-  const int* p_idx = p.partial_indices + p_beg;
+  const TilecPlanRow row(p.full_offsets, p.partial_offsets, qb);
+  const int n_full = row.n_full, total = row.total;
+  // This template holds the row's list pointers (it has the registers: no S of a whole tile).
+  const int* f_idx = p.full_indices + row.f_beg;
+  const int* p_idx = p.partial_indices + row.p_beg;
   // kv block of the i-th step of the one sequence "full list, then partial list".
   auto fetch_kb = [&](int i) -> int { return i < n_full ? f_idx[i] : (i < total ? p_idx[i - n_full] : 0); };
 

@@ -345,13 +345,9 @@ extern "C" __global__ void __launch_bounds__(tilec_h::NTHR, 1)
   const int seq = p.seq_len;
   const int q0 = qb * BQ;
 
-  const int f_beg = p.full_offsets[qb];
-  const int n_full = p.full_offsets[qb + 1] - f_beg;
-  const int p_beg = p.partial_offsets[qb];
-  const int total = n_full + (p.partial_offsets[qb + 1] - p_beg);
-  // Indexed from the parameter pointers (constant bank) at each use: two 64-bit list pointers kept
-  // in registers for the whole kernel cost a spill beside the consumers' S, P and O.
-  auto tile_of = [&](int j) { return j < n_full ? p.full_indices[f_beg + j] : p.partial_indices[p_beg + j - n_full]; };
+  const TilecPlanRow row(p.full_offsets, p.partial_offsets, qb);
+  const int n_full = row.n_full, p_beg = row.p_beg, total = row.total;
+  auto tile_of = [&](int j) { return row.tile(p.full_indices, p.partial_indices, j); };
 
   const u32 s_raw = tilec_smem_u32(smem);
   unsigned char* sbase = smem + ((1024u - (s_raw & 1023u)) & 1023u);

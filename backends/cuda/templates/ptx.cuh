@@ -43,6 +43,33 @@ __device__ __forceinline__ bool tilec_class_full(const u32* cls, int nt) {
   return (cls[nt / 16] >> (2 * (nt % 16) + 1)) & 1u;
 }
 
+// ---------------------------------------------------------------- plan walk
+// One row of a plan's CSR lists — a query block's (full/partial lists) or a key block's (the transposed
+// fullT/partialT lists) — walked as one sequence of `total` steps: its full tiles, then its partial
+// ones. Every template walks its plan through this. The list pointers are passed at each use, from
+// the kernel parameters, rather than held: two 64-bit pointers kept in registers for a whole main
+// loop cost spills beside the big accumulators.
+struct TilecPlanRow {
+  int f_beg, n_full, p_beg, total;
+  __device__ __forceinline__ TilecPlanRow(const int* full_offsets, const int* partial_offsets, int row) {
+    f_beg = full_offsets[row];
+    n_full = full_offsets[row + 1] - f_beg;
+    p_beg = partial_offsets[row];
+    total = n_full + (partial_offsets[row + 1] - p_beg);
+  }
+  __device__ __forceinline__ bool partial(int j) const { return j >= n_full; }
+  // Position of partial step j in the partial list: where its sub-tile classes are.
+  __device__ __forceinline__ int entry(int j) const { return p_beg + j - n_full; }
+  // The tile (block index on the other side) of step j < total.
+  __device__ __forceinline__ int tile(const int* full_indices, const int* partial_indices, int j) const {
+    return j < n_full ? full_indices[f_beg + j] : partial_indices[p_beg + j - n_full];
+  }
+  // The same, 0 for steps past the end (prefetches that may run past it).
+  __device__ __forceinline__ int tile_or_0(const int* full_indices, const int* partial_indices, int j) const {
+    return j < n_full ? full_indices[f_beg + j] : (j < total ? partial_indices[p_beg + j - n_full] : 0);
+  }
+};
+
 // ---------------------------------------------------------------- work order
 // The (q_order position, head) a thread block computes. Blocks are dispatched in linear order, x
 // fastest. q_order lists query blocks heaviest first, and its first TILEC_HEAVY_ROWS positions are
