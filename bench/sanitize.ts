@@ -43,9 +43,7 @@ kernel k { layout L mask ${mask} block ${block} }`;
 // dQ variants (fp32 atomics, the deterministic pass), GQA, a ragged end, partial blocks, both layouts.
 const backwardCases = [
   ["bf16", 96, "attention_tile(2) or q.text", "bshd", false],
-  ["fp16", 64, "q.video and q.frame != 1 and k.video", "bhsd", true],
-  ["bf16", 128, "causal_frames or k.text", "bshd", true],
-  ["bf16", 64, "abs(q.frame - k.frame) <= 1 and abs(q.row - k.row) <= 2", "bshd", false],
+  ["fp16", 64, "abs(q.frame - k.frame) <= 1 and abs(q.row - k.row) <= 2 or k.text", "bhsd", true],
 ] as const;
 for (const arch of [undefined, "sm_80"] as const)
   for (const [dtype, d, mask, layout, deterministic] of backwardCases) {

@@ -1,17 +1,26 @@
 // `tilec build FILE -o DIR`: a directory a project ships to run the spec's kernels without tilec's
-// compiler — per kernel the CUDA source (+ PTX and cubin where nvcc is installed) and the WGSL
-// shader, each with its plan as an int32 file; manifest.json; a typed TypeScript loader (index.ts
-// for CUDA through tilec's runtime/cuda, webgpu.ts for WebGPU with no tilec code); and a Python
-// package for PyTorch (ctypes + the CUDA driver). Stable: a file is written only when its content
-// changes, nvcc runs only for kernels whose source changed, and files of kernels that left the spec
-// are removed.
+// compiler — per kernel the CUDA modules (the forward and, where the kernel has one, the backward:
+// source, + PTX and cubin where nvcc is installed) and the WGSL shader, each with its plan as an int32
+// file; manifest.json (format 2: per CUDA kernel its modules, operations — lists of launch
+// descriptions, backends/cuda/launch.ts — and plans; the spec's model sections); a typed TypeScript
+// loader (index.ts for CUDA through tilec's runtime/cuda, webgpu.ts for WebGPU with no tilec code);
+// and a Python package for PyTorch (ctypes + the CUDA driver, an autograd op). Stable: a file is
+// written only when its content changes, nvcc runs only for modules whose source changed, and files
+// of kernels that left the spec are removed.
 import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { basename, join } from "node:path";
 import { promisify } from "node:util";
-import { emitCuda, PARAMS_BYTES, planSections, tensorMapsManifest } from "../backends/cuda/emit.ts";
+import { emitCuda, planSections } from "../backends/cuda/emit.ts";
+import {
+  backwardPlanManifest,
+  backwardPlanSections,
+  CudaBackwardConfigError,
+  emitCudaBackward,
+} from "../backends/cuda/emitBackward.ts";
+import type { Operation } from "../backends/cuda/launch.ts";
 import { findNvcc, NVCC_FLAGS, nvccVersion } from "../backends/cuda/nvcc.ts";
 import type { CudaArch } from "../backends/cuda/target.ts";
 import {
@@ -21,14 +30,16 @@ import {
   PARAMS_BYTES as WGSL_PARAMS_BYTES,
 } from "../backends/wgsl/emit.ts";
 import { DEFAULT_LIMITS } from "../backends/wgsl/target.ts";
-import type { CheckedSpec } from "../compiler/check.ts";
+import type { CheckedSpec, ModelSpec } from "../compiler/check.ts";
+import { lowerBackward, backwardProblems } from "../compiler/lowerBackward.ts";
 import { planKernel } from "../compiler/pipeline.ts";
 import { NVRTC_OPTIONS } from "../runtime/attention.ts";
 import { buildIR } from "../tune/apply.ts";
-import { TILEC_PARAMS } from "./params.ts";
 import { loaderFiles } from "./loaders.ts";
+import { maskJson, tokenLayout } from "./maskJson.ts";
 
-export const PACKAGE_FORMAT = 1;
+/** 2: per CUDA kernel `modules` / `operations` / `plans` (forward and backward) instead of one launch. */
+export const PACKAGE_FORMAT = 2;
 
 export interface BuildOptions {
   readonly arch: CudaArch;
@@ -51,7 +62,7 @@ export interface BuildResult {
   readonly written: string[];
   readonly unchanged: string[];
   readonly removed: string[];
-  /** Kernels whose CUDA binaries were (re)compiled by nvcc. */
+  /** Kernels some of whose CUDA binaries (forward or backward) were (re)compiled by nvcc. */
   readonly compiled: string[];
   readonly notes: string[];
 }
@@ -68,11 +79,45 @@ function int32Bytes(parts: readonly Int32Array[]): Uint8Array {
   return new Uint8Array(all.buffer);
 }
 
-interface OldCuda {
-  readonly sourceSha256?: string;
-  readonly nvcc?: string;
-  readonly compileArch?: string;
-  readonly files?: Record<string, string>;
+/** A CUDA module of a kernel as the manifest describes it. */
+interface ModuleEntry {
+  readonly files: { source: string; ptx?: string; cubin?: string };
+  readonly compileArch: string;
+  readonly sourceSha256: string;
+  readonly nvcc: string | null;
+  readonly nvccFlags: readonly string[] | null;
+  readonly nvrtcOptions: readonly string[];
+}
+
+interface NvccJob {
+  readonly kernel: string;
+  /** The .cu file; outputs are `${stem}.ptx` and `${stem}.cubin`. */
+  readonly cu: string;
+  readonly stem: string;
+  readonly compileArch: string;
+}
+
+/**
+ * nvcc's architecture flags: -arch=sm_XX, or the -gencode form for architecture-specific targets
+ * (sm_90a), whose -arch shorthand also runs a plain sm_90 pass that rejects wgmma (as nvcc.ts).
+ */
+function archFlags(arch: string, kind: "ptx" | "cubin"): string[] {
+  const m = /^sm_(\d+a)$/.exec(arch);
+  if (!m) return [`-arch=${arch}`];
+  return [`-gencode=arch=compute_${m[1]},code=${kind === "ptx" ? "compute" : "sm"}_${m[1]}`];
+}
+
+/** A spec's model section as the manifest ships it: the kernel of every layer, step overrides. */
+function modelEntry(m: ModelSpec, packaged: ReadonlySet<string>) {
+  const used = [...new Set([...m.layerKernels, ...m.stepOverrides.map((o) => o.kernel)])];
+  const missing = used.filter((k) => !packaged.has(k));
+  return {
+    layers: m.layers,
+    steps: m.steps ?? null,
+    layerKernels: m.layerKernels,
+    stepOverrides: m.stepOverrides.map((o) => ({ steps: o.steps, layers: o.layers, kernel: o.kernel })),
+    ...(missing.length ? { missingKernels: missing } : {}),
+  };
 }
 
 export async function buildPackage(
@@ -86,11 +131,45 @@ export async function buildPackage(
   const outputs = new Map<string, string | Uint8Array>();
   const notes: string[] = [];
   const nvcc = options.nvcc === false ? null : findNvcc();
-  const nvccVer = nvcc ? (nvccVersion() ?? "unknown") : undefined;
-  const nvccJobs: { kernel: string; cu: string; compileArch: string }[] = [];
+  const nvccVer = nvcc ? (nvccVersion() ?? "unknown") : null;
+  const nvccJobs: NvccJob[] = [];
   const kernels: Record<string, unknown> = {};
   const selected = [...spec.kernels.values()].filter((k) => !options.kernel || k.name === options.kernel);
   if (!selected.length) throw new Error(`${file} has no kernel '${options.kernel}'`);
+
+  /** A CUDA module's manifest entry; queues nvcc unless the old build has its binaries of this source. */
+  const cudaModule = (kernel: string, which: string, stem: string, source: string, compileArch: string) => {
+    const cu = `${stem}.cu`;
+    outputs.set(cu, source);
+    const files: ModuleEntry["files"] = { source: cu };
+    const sourceSha256 = sha256(source);
+    if (nvcc) {
+      Object.assign(files, { ptx: `${stem}.ptx`, cubin: `${stem}.cubin` });
+      const oldKernels = oldManifest?.format === PACKAGE_FORMAT ? oldManifest.kernels : undefined;
+      const old = (
+        oldKernels as Record<string, { cuda?: { modules?: Record<string, ModuleEntry> } }> | undefined
+      )?.[kernel]?.cuda?.modules?.[which];
+      const fresh =
+        old?.sourceSha256 === sourceSha256 &&
+        old.nvcc === nvccVer &&
+        old.compileArch === compileArch &&
+        old.files.ptx === files.ptx &&
+        old.files.cubin === files.cubin &&
+        existsSync(join(outDir, files.ptx!)) &&
+        existsSync(join(outDir, files.cubin!));
+      if (!fresh) nvccJobs.push({ kernel, cu, stem, compileArch });
+    }
+    const entry: ModuleEntry = {
+      files,
+      compileArch,
+      sourceSha256,
+      nvcc: nvccVer,
+      nvccFlags: nvcc ? NVCC_FLAGS : null,
+      nvrtcOptions: NVRTC_OPTIONS,
+    };
+    return entry;
+  };
+
   for (const k of selected) {
     const targets = (options.targets ?? ["cuda", "wgsl"]).filter((t) => k.targets.includes(t));
     const kp = planKernel(k);
@@ -108,6 +187,8 @@ export async function buildPackage(
         dtype: l.dtype,
         scale: 1 / Math.sqrt(l.headDim),
       },
+      tokens: tokenLayout(l),
+      maskExpr: maskJson(k.mask),
     };
     if (targets.includes("cuda")) {
       const chosen = buildIR(kp, file, "cuda", {
@@ -119,49 +200,67 @@ export async function buildPackage(
       if (chosen.note) notes.push(chosen.note);
       const ir = chosen.ir;
       const src = emitCuda(ir, options.arch);
-      const cu = `${k.name}.cu`;
-      const planFile = `${k.name}.cuda.plan.bin`;
-      const p = ir.plan;
       const sections = planSections(ir);
-      outputs.set(cu, src.source);
+      const planFile = `${k.name}.cuda.plan.bin`;
       outputs.set(planFile, int32Bytes(sections.map((s) => s.data)));
-      const files: Record<string, string> = { source: cu, plan: planFile };
-      const sourceSha256 = sha256(src.source);
-      if (nvcc) {
-        files.ptx = `${k.name}.ptx`;
-        files.cubin = `${k.name}.cubin`;
-        const old = (oldManifest?.kernels as Record<string, { cuda?: OldCuda }> | undefined)?.[k.name]?.cuda;
-        const fresh =
-          old?.sourceSha256 === sourceSha256 &&
-          old.nvcc === nvccVer &&
-          old.compileArch === src.compileArch &&
-          existsSync(join(outDir, files.ptx)) &&
-          existsSync(join(outDir, files.cubin));
-        if (!fresh) nvccJobs.push({ kernel: k.name, cu, compileArch: src.compileArch });
+      const modules: Record<string, ModuleEntry> = {
+        forward: cudaModule(k.name, "forward", k.name, src.source, src.compileArch),
+      };
+      const operations: Record<string, Operation> = {
+        forward: { launches: [src.launchDescription], workspace: [] },
+      };
+      const p = ir.plan;
+      const plans: Record<string, unknown> = {
+        forward: {
+          file: planFile,
+          sections: sections.map((s) => ({ name: s.name, length: s.data.length })),
+          blockQ: ir.blockQ,
+          blockKv: ir.blockKv,
+          numQBlocks: p.numQBlocks,
+          numKvBlocks: p.numKvBlocks,
+          blocks: p.counts,
+        },
+      };
+      // The backward: from the same (possibly tuned) forward IR, its default configuration for the arch.
+      let backward: Record<string, unknown> | null = null;
+      let backwardWhy: string | undefined;
+      const problems = backwardProblems(ir);
+      if (problems.length) backwardWhy = problems.join("; ");
+      else {
+        try {
+          const bir = lowerBackward(ir, options.arch);
+          const bsrc = emitCudaBackward(bir, options.arch);
+          const bSections = backwardPlanSections(bir);
+          const bPlanFile = `${k.name}.cuda.bwd.plan.bin`;
+          outputs.set(bPlanFile, int32Bytes(bSections.map((s) => s.data)));
+          modules.backward = cudaModule(k.name, "backward", `${k.name}.bwd`, bsrc.source, bsrc.compileArch);
+          operations.backward = bsrc.operations.backward;
+          operations.backwardDeterministic = bsrc.operations.backwardDeterministic;
+          plans.backward = {
+            file: bPlanFile,
+            sections: bSections.map((s) => ({ name: s.name, length: s.data.length })),
+            ...backwardPlanManifest(bir),
+          };
+          backward = { template: bsrc.template, entry: bir.entry };
+        } catch (e) {
+          if (!(e instanceof CudaBackwardConfigError)) throw e;
+          backwardWhy = e.problems.join("; ");
+        }
       }
+      if (backwardWhy)
+        notes.push(`${k.name}: no backward (${backwardWhy}); the package runs its forward only`);
       entry.cuda = {
-        entry: src.entry,
         arch: src.arch,
-        compileArch: src.compileArch,
         template: src.template,
-        files,
-        sourceSha256,
-        nvcc: nvccVer ?? null,
-        nvccFlags: nvcc ? NVCC_FLAGS : null,
-        nvrtcOptions: NVRTC_OPTIONS,
         config: ir.config,
         blockQ: ir.blockQ,
         blockKv: ir.blockKv,
         kernelDensity: ir.kernelDensity,
-        launch: src.launch,
-        params: { struct: "TilecParams", bytes: PARAMS_BYTES, fields: TILEC_PARAMS },
-        ...tensorMapsManifest(src),
-        plan: {
-          numQBlocks: p.numQBlocks,
-          numKvBlocks: p.numKvBlocks,
-          blocks: p.counts,
-          sections: sections.map((s) => ({ name: s.name, length: s.data.length })),
-        },
+        modules,
+        operations,
+        plans,
+        backward,
+        ...(backwardWhy ? { backwardWhy } : {}),
         tuned: chosen.tuned ? tunedSummary(chosen.tuned) : null,
       };
     }
@@ -222,18 +321,33 @@ export async function buildPackage(
       entry: kernels[k.name] as Record<string, unknown>,
     })),
     runtimeImport: options.runtimeImport,
+    models: [...spec.models.values()],
   }))
     outputs.set(name, text);
   const fileList = [...outputs.keys()];
   for (const k of names) {
-    const c = (kernels[k] as { cuda?: { files: Record<string, string> } }).cuda;
-    if (c?.files.ptx) fileList.push(c.files.ptx, c.files.cubin!);
+    const c = (kernels[k] as { cuda?: { modules: Record<string, ModuleEntry> } }).cuda;
+    for (const m of Object.values(c?.modules ?? {}))
+      if (m.files.ptx) fileList.push(m.files.ptx, m.files.cubin!);
   }
+  const cudaKernels = new Set(names.filter((k) => (kernels[k] as { cuda?: unknown }).cuda));
+  const models = Object.fromEntries(
+    [...spec.models.values()].map((m) => [m.name, modelEntry(m, cudaKernels)]),
+  );
   const manifest = {
     format: PACKAGE_FORMAT,
     generator: "tilec build",
     spec: basename(file),
+    // Names this build's kernels and models (the PyTorch loader's operator namespace derives from it).
+    specHash: sha256(
+      JSON.stringify({
+        arch: options.arch,
+        kernels: names.map((k) => [k, (kernels[k] as { hash: string }).hash]),
+        models,
+      }),
+    ),
     kernels,
+    models,
     files: [...new Set(fileList)].sort(),
   };
   outputs.set("manifest.json", JSON.stringify(manifest, null, 2) + "\n");
@@ -245,17 +359,26 @@ export async function buildPackage(
     (writeIfChanged(path, content) ? written : unchanged).push(name);
   }
   // nvcc after the sources exist, from the output directory (-lineinfo names the .cu relative to it).
+  // A module's old binaries go first: if nvcc fails, the next build compiles it again.
+  for (const j of nvccJobs)
+    for (const ext of ["ptx", "cubin"]) rmSync(join(outDir, `${j.stem}.${ext}`), { force: true });
   await runPool(
     nvccJobs.flatMap((j) =>
       (["ptx", "cubin"] as const).map((ext) => async () => {
-        await promisify(execFile)(
-          nvcc!,
-          [...NVCC_FLAGS, `-arch=${j.compileArch}`, `-${ext}`, j.cu, "-o", `${j.kernel}.${ext}`],
-          {
-            cwd: outDir,
-          },
-        );
-        written.push(`${j.kernel}.${ext}`);
+        const out = `${j.stem}.${ext}`;
+        try {
+          await promisify(execFile)(
+            nvcc!,
+            [...NVCC_FLAGS, ...archFlags(j.compileArch, ext), `-${ext}`, j.cu, "-o", out],
+            { cwd: outDir, maxBuffer: 16 << 20 },
+          );
+        } catch (e) {
+          const err = e as { stderr?: string; message?: string };
+          throw new Error(
+            `nvcc failed on ${join(outDir, j.cu)} (${j.compileArch}, -${ext}):\n${err.stderr || err.message}`,
+          );
+        }
+        written.push(out);
       }),
     ),
     Math.max(1, cpus().length),

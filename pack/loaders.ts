@@ -5,7 +5,7 @@ import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { basename, join, relative, resolve, sep } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { KernelSpec } from "../compiler/check.ts";
+import { kernelFor, type KernelSpec, type ModelSpec } from "../compiler/check.ts";
 
 const STATIC: readonly [string, string][] = [
   ["cuda.ts", "tilec-cuda.ts"],
@@ -18,6 +18,8 @@ export interface LoaderInput {
   readonly outDir: string;
   readonly kernels: readonly { name: string; kernel: KernelSpec; entry: Record<string, unknown> }[];
   readonly runtimeImport?: string;
+  /** The spec's model sections (the README shows the first). */
+  readonly models?: readonly ModelSpec[];
 }
 
 /**
@@ -63,6 +65,7 @@ export function loaderFiles(input: LoaderInput): [string, string][] {
 //   import { attention } from "./${basename(resolve(input.outDir))}/index.ts";
 //   const attn = attention(${JSON.stringify(cuda[0]?.name ?? "kernel")});  // loads the cubin (or PTX), uploads the plan
 //   attn.run(q, k, v, out, { lse, layout: "bshd" });       // DeviceBuffers of the spec's dtype
+//   attn.backward(q, k, v, out, lse, dOut, dq, dk, dv);    // kernels with a packaged backward
 import * as runtime from ${JSON.stringify(runtime)};
 import { CudaPackage, type PackagedCudaKernel } from "./tilec-cuda.ts";
 
@@ -74,6 +77,9 @@ ${shapes(cuda)}
 } as const;
 
 export const cudaPackage = new CudaPackage<KernelName>(runtime, new URL(".", import.meta.url));
+
+/** Kernels whose backward the package carries (PackagedCudaKernel.backward). */
+export const trainable: readonly KernelName[] = ${JSON.stringify(cuda.filter(hasBackward).map((k) => k.name))};
 
 /** A kernel of this package on the current CUDA device (loaded once). */
 export function attention(name: KernelName): PackagedCudaKernel {
@@ -103,82 +109,235 @@ export function attention(name: KernelName, device: GPUDevice): Promise<Packaged
 }
 `,
   ]);
-  out.push([
-    "__init__.py",
-    `${header(input.specFile, "#")}
-# PyTorch: the package's CUDA kernels on torch tensors (see tilec_kernels.py and README.md).
-import os
-
-from .tilec_kernels import Package, pack_params  # noqa: F401
-
-package = Package(os.path.dirname(os.path.abspath(__file__)))
-KERNELS = (${cuda.map((k) => JSON.stringify(k.name)).join(", ")}${cuda.length === 1 ? "," : ""})
-
-
-def tilec_attention(q, k, v, kernel=None, layout="bshd", out=None, return_lse=False):
-    """Block-sparse attention with kernel \`kernel\` (one of KERNELS) on [b, s, h, d] (or layout="bhsd") tensors."""
-    return package.attention(q, k, v, kernel=kernel, layout=layout, out=out, return_lse=return_lse)
-`,
-  ]);
-  out.push([
-    "README.md",
-    readme(
-      input,
-      cuda.map((k) => k.name),
-    ),
-  ]);
+  out.push(["__init__.py", initPy(input, cuda)]);
+  out.push(["README.md", readme(input, cuda)]);
   return out;
 }
 
-function readme(input: LoaderInput, cuda: string[]): string {
+type Packaged = LoaderInput["kernels"][number];
+
+const hasBackward = (k: Packaged) =>
+  !!(k.entry.cuda as { operations?: { backward?: unknown } } | undefined)?.operations?.backward;
+const backwardWhy = (k: Packaged) => (k.entry.cuda as { backwardWhy?: string } | undefined)?.backwardWhy;
+const pyTuple = (xs: readonly string[]) =>
+  `(${xs.map((x) => JSON.stringify(x)).join(", ")}${xs.length === 1 ? "," : ""})`;
+
+function initPy(input: LoaderInput, cuda: readonly Packaged[]): string {
+  return `${header(input.specFile, "#")}
+# PyTorch: the package's CUDA kernels as a differentiable torch operator (see tilec_kernels.py and README.md).
+import os
+
+from .tilec_kernels import Model, Package, eval_mask, pack_launch, tensor_map_args  # noqa: F401
+
+package = Package(os.path.dirname(os.path.abspath(__file__)))
+KERNELS = ${pyTuple(cuda.map((k) => k.name))}
+# Kernels with a packaged backward (tilec_attention trains through them); the others run forward only.
+TRAINABLE = ${pyTuple(cuda.filter(hasBackward).map((k) => k.name))}
+models = package.models
+model = package.model  # the spec's model section (the first, when it declares several), or None
+
+try:
+    import torch  # noqa: F401
+except ImportError:  # the package imports without torch; running a kernel needs it
+    torch = None
+if torch is not None:
+    package.register_ops()  # torch.ops.<package.namespace>.attention / .attention_backward
+
+
+def tilec_attention(q, k, v, kernel=None, layout="bshd", deterministic=False, *, layer=None, step=None, steps=None,
+                    model=None, return_lse=False):  # fmt: skip
+    """Block-sparse attention softmax(q kᵀ/√d + mask) v, differentiable, in place of
+    F.scaled_dot_product_attention.
+
+    q: [batch, seq, heads, dim] (layout="bshd") or [batch, heads, seq, dim] (layout="bhsd"); k, v likewise
+    with kv heads dividing heads. Sequence length, head dim and dtype are the kernel's; batch and heads may
+    differ from the spec. kernel: one of KERNELS, or layer= (and step=, steps=) to take the one the spec's
+    model section assigns. deterministic: bit-identical gradients (dQ without atomics). return_lse: also
+    the float32 [batch, heads, seq] log-sum-exp (not differentiable). Raises, never drops a gradient, when
+    an input requires grad and the kernel has no backward here.
+    """
+    return package.attention(q, k, v, kernel=kernel, layout=layout, deterministic=deterministic, layer=layer,
+                             step=step, steps=steps, model=model, return_lse=return_lse)  # fmt: skip
+
+
+def kernel_for(layer, step=None, steps=None, model=None):
+    """The kernel the spec's model section runs at \`layer\` (and \`step\` of its steps, or of a sampler's \`steps\`)."""
+    return package.kernel_for(layer, step, steps, model)
+
+
+def mask_mod(kernel):
+    """Kernel \`kernel\`'s element mask as a FlexAttention mask_mod(b, h, q_idx, kv_idx)."""
+    return package.kernels[kernel].mask_mod()
+`;
+}
+
+/** A Python identifier from a directory name (what the README imports the package as). */
+export function pythonName(dir: string): string {
+  const n = basename(resolve(dir))
+    .replace(/[^0-9A-Za-z_]+/g, "_")
+    .replace(/^_+|_+$/g, "");
+  return !n ? "tilec_kernels_pkg" : /^[0-9]/.test(n) ? `pkg_${n}` : n;
+}
+
+const PY_KEYWORDS = new Set(
+  "False None True and as assert async await break class continue def del elif else except finally for from global if import in is lambda nonlocal not or pass raise return try while with yield".split(
+    " ",
+  ),
+);
+
+function readme(input: LoaderInput, cuda: readonly Packaged[]): string {
   const rows = input.kernels
     .map((k) => {
-      const s = k.entry.shape as { seqLen: number; heads: number; headDim: number; dtype: string };
-      return `| ${k.name} | \`${k.kernel.maskSource}\` | ${s.seqLen} | ${s.heads} | ${s.headDim} | ${s.dtype} | ${[k.entry.cuda ? "cuda" : "", k.entry.wgsl ? "wgsl" : ""].filter(Boolean).join(", ")} |`;
+      const s = k.entry.shape as {
+        seqLen: number;
+        heads: number;
+        kvHeads: number;
+        headDim: number;
+        dtype: string;
+      };
+      const d = k.entry.density as number;
+      const targets = [k.entry.cuda ? "cuda" : "", k.entry.wgsl ? "wgsl" : ""].filter(Boolean).join(", ");
+      const bwd = !k.entry.cuda ? "" : hasBackward(k) ? "yes" : `no (${backwardWhy(k) ?? "not built"})`;
+      return `| ${k.name} | \`${k.kernel.maskSource}\` | ${(d * 100).toFixed(1)}% | ${s.seqLen} | ${s.heads}/${s.kvHeads} | ${s.headDim} | ${s.dtype} | ${targets} | ${bwd} |`;
     })
     .join("\n");
-  const example = cuda[0] ?? "KERNEL";
+  // The examples use a sparse kernel — one whose mask is not `full`, the fewest computed blocks first,
+  // trainable preferred — never a dense one when the package has another.
+  const density = (k: Packaged) => k.entry.density as number;
+  const dense = (k: Packaged) => k.kernel.mask.op === "bool" && k.kernel.mask.value === true;
+  const sparse = [...cuda].filter((k) => !dense(k)).sort((a, b) => density(a) - density(b));
+  const pick = sparse.find(hasBackward) ?? sparse[0] ?? cuda[0];
+  const example = pick?.name ?? "KERNEL";
+  const ex = pick
+    ? (pick.entry.shape as { seqLen: number; heads: number; kvHeads: number; headDim: number; dtype: string })
+    : undefined;
+  const torchDtype = ex
+    ? { bf16: "torch.bfloat16", fp16: "torch.float16", fp32: "torch.float32" }[ex.dtype]
+    : "";
+  const dir = basename(resolve(input.outDir));
+  const py = pythonName(input.outDir);
+  const importable = py === dir && !PY_KEYWORDS.has(dir);
+  const noBackward = cuda.filter((k) => !hasBackward(k));
+  const models = (input.models ?? []).filter((m) => m.layerKernels.length);
+  const m = models[0];
+  const L = m ? Math.min(7, m.layers - 1) : 0;
+  const S = m?.steps ? Math.min(3, m.steps - 1) : 0;
+  const pickAt = m ? JSON.stringify(kernelFor(m, L, m.steps ? S : undefined)) : "";
+  const modelExample = m
+    ? `
+### Per layer and step: the spec's model section
+
+The spec assigns kernels per layer${m.steps ? " and sampling step" : ""} (model \`${m.name}\`, ${m.layers} layers${m.steps ? `, ${m.steps} steps` : ""}); pass
+the layer instead of a kernel name and the package picks the kernel:
+
+\`\`\`python
+# layer ${L}${m.steps ? ` at step ${S}` : ""} runs ${pickAt} under the model section
+out = tilec.tilec_attention(q, k, v, layer=${L}${m.steps ? `, step=${S}` : ""})
+tilec.kernel_for(${L}${m.steps ? `, ${S}` : ""})  # -> ${pickAt}
+${m.steps ? `tilec.kernel_for(${L}, step=12, steps=50)  # step 12 of a 50-step sampler, mapped onto the section's ${m.steps} steps\n` : ""}tilec.model  # ${models.length > 1 ? `the first of ${models.map((x) => x.name).join(", ")} (all: tilec.models)` : "layers, steps, layer_kernels, step_overrides"}
+\`\`\`
+`
+    : "";
   return `${header(input.specFile, "<!--")} -->
 
 # tilec kernels from ${input.specFile}
 
-| kernel | mask | seq | heads | head dim | dtype | targets |
-| ------ | ---- | --- | ----- | -------- | ----- | ------- |
+| kernel | mask | density | seq | heads/kv | head dim | dtype | targets | backward |
+| ------ | ---- | ------- | --- | -------- | -------- | ----- | ------- | -------- |
 ${rows}
 
-\`manifest.json\` lists every file, launch geometry, the plan files' int32 sections and the parameter
-struct's layout. Batch and heads may differ from the table per call; sequence length, head dim and
-dtype are fixed by the kernel.
+\`manifest.json\` (format 2) lists every file and, per CUDA kernel, its modules (forward, backward), its
+operations (each an ordered list of launch descriptions: entry point, grid, block, shared memory, the
+parameter struct with every field's source, TMA maps; plus the backward's fp32 workspace), the plans'
+int32 sections, the element mask as an expression, and the spec's model sections. Batch and heads may
+differ from the table per call; sequence length, head dim and dtype are fixed by the kernel.
 
-## PyTorch (CUDA driver through ctypes; needs torch, not tilec)
+## PyTorch (CUDA driver through ctypes; needs torch ≥ 2.4, not tilec)
+
+This directory is a Python package. Import it through \`importlib\` from wherever it lies (any directory
+name works)${importable ? `, or put its parent directory on \`sys.path\` and \`import ${dir}\`` : `; its name, \`${dir}\`, is not a Python identifier, so a plain \`import\` cannot name it (rename the directory to one, e.g. \`${py}\`, to import it directly)`}:
 
 \`\`\`python
-import sys; sys.path.insert(0, "…")  # the directory that holds ${basename(resolve(input.outDir))}/
-from ${basename(resolve(input.outDir))} import tilec_attention
+import importlib.util
+import pathlib
+import sys
+
+
+def load_package(path, name="${py}"):
+    path = pathlib.Path(path).resolve()
+    spec = importlib.util.spec_from_file_location(name, path / "__init__.py", submodule_search_locations=[str(path)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+tilec = load_package("${dir}")  # the path of this directory, relative to where Python runs
+${importable ? `# or: sys.path.insert(0, str(pathlib.Path("${dir}").resolve().parent)); import ${dir} as tilec\n` : ""}\`\`\`
+
+Then, in place of \`F.scaled_dot_product_attention\`:
+
+\`\`\`python
+import torch
+import torch.nn.functional as F
 
 # A diffusers-style attention processor (CogVideoX, Open-Sora-Plan) calls
 #   hidden_states = F.scaled_dot_product_attention(query, key, value)      # [b, h, s, d]
-# over the tokens in the order the spec's layout declares (text before/after, then frame by
-# frame, row by row); replace that line by
-hidden_states = tilec_attention(query, key, value, kernel="${example}", layout="bhsd")
+# over the tokens in the order the spec's layout declares (text before/after, then frame by frame,
+# row by row); replace that line by
+hidden_states = tilec.tilec_attention(query, key, value, kernel="${example}", layout="bhsd")
+
 # or, with [b, s, h, d] tensors (e.g. straight from a fused qkv projection, any strides):
-out = tilec_attention(q, k, v, kernel="${example}")
+q = torch.randn(${ex ? `1, ${ex.seqLen}, ${ex.heads}, ${ex.headDim}` : "1, 128, 8, 64"}, device="cuda", dtype=${torchDtype || "torch.bfloat16"})
+k = torch.randn(${ex ? `1, ${ex.seqLen}, ${ex.kvHeads}, ${ex.headDim}` : "1, 128, 8, 64"}, device="cuda", dtype=${torchDtype || "torch.bfloat16"})
+v = torch.randn_like(k)
+out = tilec.tilec_attention(q, k, v, kernel="${example}")
 \`\`\`
 
-It runs on torch's current stream; the result has the inputs' logical shape.
+It runs on torch's current stream of q's device; the result has q's logical shape (contiguous).
+\`tilec.package.kernels["${example}"].mask_mod()\` is the same mask as a FlexAttention \`mask_mod\`.
+${modelExample}
+### Training (autograd)
 
-## TypeScript, CUDA (through tilec's runtime/cuda)
+\`tilec_attention\` is a \`torch.library\` custom operator (\`torch.ops.<tilec.package.namespace>.attention\`) with a
+backward: the packaged backward kernels compute dq, dk and dv (dk, dv summed over each kv head's query
+heads; rows without an allowed key get zero gradients).
 
-\`\`\`ts
-import { attention } from "./${basename(resolve(input.outDir))}/index.ts";
-attention("${example}").run(q, k, v, out, { lse }); // DeviceBuffers from tilec's CudaDevice
+\`\`\`python
+q.requires_grad_(); k.requires_grad_(); v.requires_grad_()
+out = tilec.tilec_attention(q, k, v, kernel="${example}")
+out.float().square().mean().backward()        # q.grad, k.grad, v.grad
+out = tilec.tilec_attention(q, k, v, kernel="${example}", deterministic=True)  # bit-identical gradients run to run
+# an nn.Module whose forward calls tilec_attention compiles without graph breaks:
+compiled = torch.compile(module, fullgraph=True)
 \`\`\`
 
-## TypeScript, WebGPU (no tilec code)
+Gradients reach only inputs that require them. The log-sum-exp (\`return_lse=True\`) is not
+differentiable. ${noBackward.length ? `Kernels without a backward here (${noBackward.map((k) => `${k.name}: ${backwardWhy(k) ?? "not built"}`).join("; ")}) raise when an input requires grad instead of silently dropping gradients: run them under \`torch.no_grad()\`.` : "Every CUDA kernel of this package has its backward."}
 
-\`\`\`ts
-import { attention } from "./${basename(resolve(input.outDir))}/webgpu.ts";
-(await attention("${example}", device)).run(q, k, v, out); // f32 GPUBuffers
-\`\`\`
+${tsSections(dir, example, input.kernels.find((k) => k.entry.wgsl)?.name, cuda.length > 0)}
 `;
+}
+
+function tsSections(dir: string, cudaKernel: string, wgslKernel: string | undefined, cuda: boolean): string {
+  const parts: string[] = [];
+  if (cuda)
+    parts.push(`## TypeScript, CUDA (through tilec's runtime/cuda)
+
+\`\`\`ts
+import { attention } from "./${dir}/index.ts";
+const attn = attention("${cudaKernel}");
+attn.run(q, k, v, out, { lse }); // DeviceBuffers from tilec's CudaDevice; lse fp32 [batch, heads, seq]
+attn.backward(q, k, v, out, lse, dOut, dq, dk, dv, { deterministic: false });
+\`\`\`
+`);
+  if (wgslKernel)
+    parts.push(`## TypeScript, WebGPU (no tilec code)
+
+\`\`\`ts
+import { attention } from "./${dir}/webgpu.ts";
+(await attention("${wgslKernel}", device)).run(q, k, v, out); // f32 GPUBuffers
+\`\`\`
+`);
+  return parts.join("\n");
 }

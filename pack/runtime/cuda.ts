@@ -1,14 +1,17 @@
 // tilec package loader, CUDA (copied verbatim into every `tilec build` output as tilec-cuda.ts).
-// Loads a packaged kernel's cubin (or PTX, or its source through NVRTC) with tilec's CUDA runtime
-// (runtime/cuda: the native addon, device buffers, streams), uploads its plan, and launches it.
-// It needs nothing of tilec's compiler: the manifest carries the launch geometry, the plan and
-// the parameter struct's layout.
+// Loads a packaged kernel's modules (cubin, or PTX, or the source through NVRTC) with tilec's CUDA
+// runtime (runtime/cuda: the native addon, device buffers, streams), uploads its plans, and runs its
+// operations — the forward and, where the package has it, the backward — launch by launch from the
+// manifest's launch descriptions through the runtime's generic packLaunch. It needs nothing of tilec's
+// compiler and knows no kernel's parameter struct: the manifest carries every field's source.
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 /** The part of tilec's runtime/cuda/index.ts this loader uses (passed in by the generated index.ts). */
 export interface CudaRuntime {
   readonly CudaDevice: { open(ordinal?: number): RuntimeDevice };
+  /** runtime/cuda/launch.ts: a launch's struct bytes, TMA descriptors and grid from its description. */
+  packLaunch(description: LaunchDescription, bindings: LaunchBindings, encode: EncodeTensorMap): PackedLaunch;
   compileNvrtc?(
     source: string,
     opts: { arch?: string; name?: string; extraOptions?: readonly string[] },
@@ -17,6 +20,8 @@ export interface CudaRuntime {
 export interface RuntimeDevice {
   readonly arch: string;
   fromHost(data: Int32Array, dtype: "i32"): RuntimeBuffer;
+  /** Uninitialized device memory (the backward's fp32 workspace). */
+  allocElements(dtype: "fp32", length: number): RuntimeBuffer;
   loadModule(image: Uint8Array): RuntimeModule;
   /** cuTensorMapEncodeTiled (tilec's CudaDevice.encodeTensorMap), for kernels that take tensor maps. */
   encodeTensorMap(address: bigint, args: TensorMapArgs): Uint8Array;
@@ -45,36 +50,97 @@ interface RuntimeModule {
   unload(): void;
 }
 
+// ---- the manifest (format 2) ------------------------------------------------------------------
+
 export type ParamType = "ptr" | "i64" | "i32" | "f32";
+export type TensorRole =
+  "q" | "k" | "v" | "o" | "lse" | "do" | "dq" | "dk" | "dv" | "dq_accum" | "lse_log2" | "delta";
+type StridedRole = "q" | "k" | "v" | "o" | "do" | "dq" | "dk" | "dv";
+/** Where a launcher takes a struct field's value from (backends/cuda/params.ts ParamSource). */
+export type ParamSource =
+  | { readonly tensor: TensorRole }
+  | { readonly stride: StridedRole; readonly dim: "batch" | "seq" | "head" }
+  | { readonly plan: string }
+  | { readonly shape: "heads" | "kvHeads" }
+  | { readonly value: number };
 export interface ParamField {
   readonly name: string;
   readonly type: ParamType;
+  readonly ctype: string;
   readonly offset: number;
+  readonly source: ParamSource;
+}
+export type GridDim = number | "heads" | "kvHeads" | "batch";
+/** One kernel launch (backends/cuda/launch.ts LaunchDescription). */
+export interface LaunchDescription {
+  readonly module: string;
+  readonly entry: string;
+  readonly grid: readonly [GridDim, GridDim, GridDim];
+  readonly block: readonly [number, number, number];
+  readonly sharedBytes: number;
+  readonly params: {
+    readonly struct: string;
+    readonly bytes: number;
+    readonly fields: readonly ParamField[];
+  };
+  readonly tensorMaps?: {
+    readonly bytes: number;
+    readonly align: number;
+    readonly maps: readonly {
+      readonly name: string;
+      readonly tensor: "q" | "k" | "v" | "do";
+      readonly boxCols: number;
+      readonly boxRows: number;
+      readonly swizzleBytes: 32 | 64 | 128;
+    }[];
+  };
+}
+/** Launches in order, and the fp32 workspace (batch·heads·elementsPerHead each) they share. */
+export interface Operation {
+  readonly launches: readonly LaunchDescription[];
+  readonly workspace: readonly { readonly tensor: TensorRole; readonly elementsPerHead: number }[];
+}
+export interface BoundTensor {
+  readonly ptr: bigint;
+  readonly strides?: readonly [number, number, number];
+  readonly heads?: number;
+}
+export interface LaunchBindings {
+  readonly tensors: Partial<Record<TensorRole, BoundTensor>>;
+  readonly plan: Readonly<Record<string, bigint>>;
+  readonly batch: number;
+  readonly heads: number;
+  readonly kvHeads: number;
+  readonly seqLen: number;
+  readonly headDim: number;
+}
+export interface PackedLaunch {
+  readonly grid: readonly [number, number, number];
+  readonly block: readonly [number, number, number];
+  readonly sharedBytes: number;
+  readonly args: readonly { bytes: Uint8Array; align: number }[];
+}
+export type EncodeTensorMap = (address: bigint, args: TensorMapArgs) => Uint8Array;
+
+/** A CUDA module of a kernel: its files and what they were compiled for. */
+export interface CudaModuleManifest {
+  readonly files: { source: string; ptx?: string; cubin?: string };
+  readonly compileArch: string;
+  readonly nvrtcOptions: readonly string[];
 }
 
 /** A kernel's CUDA section of manifest.json. */
 export interface CudaManifest {
-  readonly entry: string;
-  readonly compileArch: string;
-  readonly files: { source: string; plan: string; ptx?: string; cubin?: string };
-  readonly nvrtcOptions: readonly string[];
-  readonly launch: {
-    grid: [number, number, number];
-    block: [number, number, number];
-    sharedBytes: number;
+  readonly modules: { readonly forward: CudaModuleManifest; readonly backward?: CudaModuleManifest };
+  readonly operations: {
+    readonly forward: Operation;
+    readonly backward?: Operation;
+    readonly backwardDeterministic?: Operation;
   };
-  readonly params: { bytes: number; fields: readonly ParamField[] };
-  /**
-   * sm_90a kernels: the second parameter, one TMA descriptor per map (q, k, v), each over its tensor's
-   * (head dim, seq, heads, batch) with box (boxCols, boxRows, 1, 1); see the manifest's note.
-   */
-  readonly tensorMaps?: {
-    bytes: number;
-    align: number;
-    maps: readonly { tensor: "q" | "k" | "v"; boxCols: number; boxRows: number; swizzleBytes: number }[];
-  };
-  /** The plan file's int32 sections, in order: full/partial offsets and indices, q_order, partial_classes. */
-  readonly plan: { sections: readonly { name: string; length: number }[] };
+  /** Per module, the plan file its launches read: int32 sections in order (names = struct fields). */
+  readonly plans: Record<string, { file: string; sections: readonly { name: string; length: number }[] }>;
+  /** Why the package has no backward for this kernel (fp32, head dim, shared memory). */
+  readonly backwardWhy?: string;
 }
 
 export interface KernelShape {
@@ -87,39 +153,42 @@ export interface KernelShape {
   readonly scale: number;
 }
 
+export interface ModelManifest {
+  readonly layers: number;
+  readonly steps: number | null;
+  readonly layerKernels: readonly string[];
+  readonly stepOverrides: readonly { steps: [number, number]; layers: [number, number]; kernel: string }[];
+}
+
 export interface PackageManifest {
+  readonly format: number;
   readonly kernels: Record<string, { shape: KernelShape; cuda?: CudaManifest }>;
+  readonly models?: Record<string, ModelManifest>;
 }
 
 export type Layout = "bshd" | "bhsd";
 
-export interface CudaRunOptions {
-  /** float32 [batch, heads, seq]; written when given. */
-  readonly lse?: RuntimeBuffer;
-  /** Memory order of q, k, v and out (default [batch, seq, heads, dim]). */
-  readonly layout?: Layout;
-  readonly stream?: unknown;
+interface CallShape {
   /** Batch and heads of this call (default: the spec's); sequence length and head dim are fixed. */
   readonly batch?: number;
   readonly heads?: number;
   readonly kvHeads?: number;
 }
 
-/** Writes `values` (by field name; missing pointers are null) into a struct of `bytes` bytes. */
-export function packParams(
-  fields: readonly ParamField[],
-  bytes: number,
-  values: Record<string, bigint | number>,
-): Uint8Array {
-  const out = new Uint8Array(bytes);
-  const view = new DataView(out.buffer);
-  for (const f of fields) {
-    const v = values[f.name] ?? 0;
-    if (f.type === "ptr" || f.type === "i64") view.setBigInt64(f.offset, BigInt(v), true);
-    else if (f.type === "i32") view.setInt32(f.offset, Number(v), true);
-    else view.setFloat32(f.offset, Number(v), true);
-  }
-  return out;
+export interface CudaRunOptions extends CallShape {
+  /** float32 [batch, heads, seq]; written when given (the backward needs it). */
+  readonly lse?: RuntimeBuffer;
+  /** Memory order of q, k, v and out (default [batch, seq, heads, dim]). */
+  readonly layout?: Layout;
+  readonly stream?: unknown;
+}
+
+export interface CudaBackwardOptions extends CallShape {
+  /** Memory order of every [batch, seq, heads, dim] tensor of the call (default "bshd"). */
+  readonly layout?: Layout;
+  readonly stream?: unknown;
+  /** Bit-identical gradients run to run: dQ by its own pass instead of fp32 atomics. */
+  readonly deterministic?: boolean;
 }
 
 /** Element strides (batch, seq, head) of a contiguous tensor in `layout`. */
@@ -134,30 +203,145 @@ export function strides(
     : [heads * seqLen * headDim, headDim, seqLen * headDim];
 }
 
+const ELEMENT_BYTES: Record<string, number> = { bf16: 2, fp16: 2, fp32: 4, i32: 4 };
+
+/** The kernel of `layer` (at `step` of the model section's steps) under a packaged model section. */
+export function kernelFor(model: ModelManifest, layer: number, step?: number): string {
+  if (step !== undefined)
+    for (const o of model.stepOverrides)
+      if (step >= o.steps[0] && step <= o.steps[1] && layer >= o.layers[0] && layer <= o.layers[1])
+        return o.kernel;
+  const k = model.layerKernels[layer];
+  if (k === undefined) throw new RangeError(`the model has layers 0..${model.layers - 1}, not ${layer}`);
+  return k;
+}
+
+interface LoadedModule {
+  readonly module: RuntimeModule;
+  readonly plan: { buffers: RuntimeBuffer[]; ptrs: Record<string, bigint> };
+}
+
 export class PackagedCudaKernel {
-  private readonly module: RuntimeModule;
-  private readonly planBuffers: RuntimeBuffer[];
   private readonly device: RuntimeDevice;
+  private readonly modules = new Map<string, LoadedModule>();
+  /** Backward workspace (fp32), kept between calls and grown when a call needs more. */
+  private readonly workspace = new Map<TensorRole, RuntimeBuffer>();
 
   constructor(
-    runtime: CudaRuntime,
+    private readonly runtime: CudaRuntime,
     readonly dir: string,
     readonly name: string,
     readonly shape: KernelShape,
     readonly cuda: CudaManifest,
     ordinal = 0,
   ) {
-    const device = runtime.CudaDevice.open(ordinal);
-    this.device = device;
-    this.module = device.loadModule(loadImage(runtime, dir, cuda, device.arch));
-    const plan = readFileSync(`${dir}/${cuda.files.plan}`);
-    const ints = new Int32Array(plan.buffer.slice(plan.byteOffset, plan.byteOffset + plan.byteLength));
-    let at = 0;
-    this.planBuffers = cuda.plan.sections.map((s) => {
-      const b = device.fromHost(ints.slice(at, at + s.length), "i32");
-      at += s.length;
-      return b;
-    });
+    this.device = runtime.CudaDevice.open(ordinal);
+    this.module("forward");
+  }
+
+  /** Whether the package has this kernel's backward; `backwardWhy` says why not. */
+  get hasBackward(): boolean {
+    return !!(this.cuda.modules.backward && this.cuda.operations.backward);
+  }
+
+  /** A module, loaded with its plan uploaded on first use. */
+  private module(name: string): LoadedModule {
+    let m = this.modules.get(name);
+    if (!m) {
+      const spec = this.cuda.modules[name as "forward"];
+      if (!spec) throw new Error(`kernel '${this.name}' has no ${name} module in this package`);
+      const module = this.device.loadModule(loadImage(this.runtime, this.dir, spec, this.device.arch));
+      const p = this.cuda.plans[name];
+      const buffers: RuntimeBuffer[] = [];
+      const ptrs: Record<string, bigint> = {};
+      if (p) {
+        const bytes = readFileSync(`${this.dir}/${p.file}`);
+        const ints = new Int32Array(
+          bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength),
+        );
+        let at = 0;
+        for (const s of p.sections) {
+          const b = this.device.fromHost(ints.slice(at, at + s.length), "i32");
+          buffers.push(b);
+          ptrs[s.name] = b.length ? b.ptr : 0n;
+          at += s.length;
+        }
+      }
+      m = { module, plan: { buffers, ptrs } };
+      this.modules.set(name, m);
+    }
+    return m;
+  }
+
+  /** Batch, heads and kv heads of a call. */
+  private callShape(o: CallShape): { batch: number; heads: number; kvHeads: number } {
+    const s = this.shape;
+    const batch = o.batch ?? s.batch;
+    const heads = o.heads ?? s.heads;
+    const kvHeads = o.kvHeads ?? (o.heads ? heads / (s.heads / s.kvHeads) : s.kvHeads);
+    for (const [what, n] of Object.entries({ batch, heads, kvHeads }))
+      if (!Number.isInteger(n) || n < 1) throw new RangeError(`${what} must be a positive integer, got ${n}`);
+    if (heads % kvHeads !== 0) throw new RangeError(`kv heads ${kvHeads} must divide heads ${heads}`);
+    return { batch, heads, kvHeads };
+  }
+
+  /** A [batch, seq, heads, dim] tensor of the call, checked; throws naming it and the shape it needs. */
+  private need(b: RuntimeBuffer, batch: number, h: number, what: string, layout: Layout): BoundTensor {
+    const s = this.shape;
+    if (b.dtype !== s.dtype)
+      throw new TypeError(`${what} is ${b.dtype}, kernel '${this.name}' takes ${s.dtype}`);
+    const n = batch * s.seqLen * h * s.headDim;
+    if (b.length < n) {
+      const dims = layout === "bshd" ? [batch, s.seqLen, h, s.headDim] : [batch, h, s.seqLen, s.headDim];
+      throw new RangeError(
+        `${what} holds ${b.length} elements, needs ${n} ([${dims.join(", ")}], ${layout})`,
+      );
+    }
+    if (b.ptr % 16n !== 0n) throw new RangeError(`${what} is not 16-byte aligned`);
+    return { ptr: b.ptr, heads: h, strides: strides(s.seqLen, h, s.headDim, layout) };
+  }
+
+  private needLse(lse: RuntimeBuffer | undefined, batch: number, heads: number, what: string): void {
+    const n = batch * heads * this.shape.seqLen;
+    if (lse && (lse.dtype !== "fp32" || lse.length < n))
+      throw new RangeError(
+        `lse must be ${what}fp32 [${batch}, ${heads}, ${this.shape.seqLen}] (${n} floats), got ${lse.dtype} × ${lse.length}`,
+      );
+  }
+
+  /** Outputs must not share memory with each other or with the inputs. */
+  private static disjoint(outputs: [string, RuntimeBuffer][], all: [string, RuntimeBuffer][]): void {
+    const end = (b: RuntimeBuffer) => b.ptr + BigInt(b.length * (ELEMENT_BYTES[b.dtype] ?? 1));
+    for (const [on, o] of outputs)
+      for (const [an, a] of all)
+        if (on !== an && o.ptr < end(a) && a.ptr < end(o))
+          throw new RangeError(`${on} overlaps ${an}: outputs need memory of their own`);
+  }
+
+  private launch(
+    op: Operation,
+    tensors: Partial<Record<TensorRole, BoundTensor>>,
+    shape: { batch: number; heads: number; kvHeads: number },
+    stream: unknown,
+  ): void {
+    for (const w of op.workspace)
+      tensors[w.tensor] = {
+        ptr: this.workspaceBuffer(w.tensor, shape.batch * shape.heads * w.elementsPerHead).ptr,
+      };
+    for (const d of op.launches) {
+      const m = this.module(d.module);
+      const packed = this.runtime.packLaunch(
+        d,
+        { tensors, plan: m.plan.ptrs, ...shape, seqLen: this.shape.seqLen, headDim: this.shape.headDim },
+        (address, args) => this.device.encodeTensorMap(address, args),
+      );
+      m.module
+        .getKernel(d.entry)
+        .launch(
+          { grid: packed.grid, block: packed.block, sharedBytes: packed.sharedBytes, stream: stream ?? null },
+          packed.args,
+        );
+    }
   }
 
   run(
@@ -167,101 +351,134 @@ export class PackagedCudaKernel {
     out: RuntimeBuffer,
     options: CudaRunOptions = {},
   ): void {
-    const s = this.shape;
-    const batch = options.batch ?? s.batch;
-    const heads = options.heads ?? s.heads;
-    const kvHeads = options.kvHeads ?? (options.heads ? heads / (s.heads / s.kvHeads) : s.kvHeads);
-    if (!Number.isInteger(kvHeads) || heads % kvHeads !== 0)
-      throw new RangeError(`kv heads ${kvHeads} must divide heads ${heads}`);
+    const shape = this.callShape(options);
+    const { batch, heads, kvHeads } = shape;
     const layout = options.layout ?? "bshd";
-    const need = (b: RuntimeBuffer, h: number, what: string) => {
-      if (b.dtype !== s.dtype)
-        throw new TypeError(`${what} is ${b.dtype}, kernel '${this.name}' takes ${s.dtype}`);
-      if (b.length < batch * s.seqLen * h * s.headDim)
-        throw new RangeError(
-          `${what} holds ${b.length} elements, needs ${batch}×${s.seqLen}×${h}×${s.headDim}`,
-        );
+    const tensors: Partial<Record<TensorRole, BoundTensor>> = {
+      q: this.need(q, batch, heads, "q", layout),
+      k: this.need(k, batch, kvHeads, "k", layout),
+      v: this.need(v, batch, kvHeads, "v", layout),
+      o: this.need(out, batch, heads, "out", layout),
     };
-    need(q, heads, "q");
-    need(k, kvHeads, "k");
-    need(v, kvHeads, "v");
-    need(out, heads, "out");
-    if (options.lse && options.lse.length < batch * heads * s.seqLen)
-      throw new RangeError(`lse needs ${batch * heads * s.seqLen} floats`);
-    const values: Record<string, bigint | number> = {
-      q: q.ptr,
-      k: k.ptr,
-      v: v.ptr,
-      o: out.ptr,
-      lse: options.lse?.ptr ?? 0n,
-      seq_len: s.seqLen,
-      num_heads: heads,
-      num_kv_heads: kvHeads,
-      scale_log2: s.scale * Math.LOG2E,
-    };
-    const headsOf = { q: heads, k: kvHeads, v: kvHeads, o: heads };
-    for (const [t, h] of Object.entries(headsOf)) {
-      const [sb, ss, sh] = strides(s.seqLen, h, s.headDim, layout);
-      Object.assign(values, { [`${t}_batch_stride`]: sb, [`${t}_seq_stride`]: ss, [`${t}_head_stride`]: sh });
-    }
-    const args: { bytes: Uint8Array; align: number }[] = [];
-    const tm = this.cuda.tensorMaps;
-    if (tm) {
-      // TMA descriptors: 4-D over (dim, seq, heads, batch), byte strides of seq, heads, batch.
-      const maps = new Uint8Array(tm.bytes);
-      const buffers = { q, k, v };
-      tm.maps.forEach((m, i) => {
-        const h = headsOf[m.tensor];
-        const [sb, ss, sh] = strides(s.seqLen, h, s.headDim, layout);
-        const encoded = this.device.encodeTensorMap(buffers[m.tensor].ptr, {
-          elementBytes: 2,
-          dims: [s.headDim, s.seqLen, h, batch],
-          stridesBytes: [ss * 2, sh * 2, sb * 2],
-          box: [m.boxCols, m.boxRows, 1, 1],
-          swizzleBytes: m.swizzleBytes,
-        });
-        maps.set(encoded, i * encoded.length);
-      });
-      args.push({ bytes: maps, align: tm.align });
-    }
-    this.cuda.plan.sections.forEach((sec, i) => {
-      const b = this.planBuffers[i]!;
-      values[sec.name] = b.length ? b.ptr : 0n;
-    });
-    const bytes = packParams(this.cuda.params.fields, this.cuda.params.bytes, values);
-    const [gx] = this.cuda.launch.grid;
-    this.module.getKernel(this.cuda.entry).launch(
-      {
-        grid: [gx, heads, batch],
-        block: this.cuda.launch.block,
-        sharedBytes: this.cuda.launch.sharedBytes,
-        stream: options.stream ?? null,
-      },
-      [{ bytes, align: 8 }, ...args],
+    const lse = options.lse;
+    this.needLse(lse, batch, heads, "");
+    const inputs: [string, RuntimeBuffer][] = [
+      ["q", q],
+      ["k", k],
+      ["v", v],
+    ];
+    PackagedCudaKernel.disjoint(
+      lse
+        ? [
+            ["out", out],
+            ["lse", lse],
+          ]
+        : [["out", out]],
+      [...inputs, ["out", out], ...(lse ? [["lse", lse] as [string, RuntimeBuffer]] : [])],
     );
+    if (lse) tensors.lse = { ptr: lse.ptr };
+    this.launch(this.cuda.operations.forward, tensors, shape, options.stream);
   }
 
+  /**
+   * Gradients of the attention: given the forward's q, k, v, out and lse (run's options.lse) and the
+   * loss gradient dOut, writes dq (like q), dk and dv (like k, v: summed over each kv head's query
+   * heads). Rows without an allowed key get zero gradients.
+   */
+  backward(
+    q: RuntimeBuffer,
+    k: RuntimeBuffer,
+    v: RuntimeBuffer,
+    out: RuntimeBuffer,
+    lse: RuntimeBuffer,
+    dOut: RuntimeBuffer,
+    dq: RuntimeBuffer,
+    dk: RuntimeBuffer,
+    dv: RuntimeBuffer,
+    options: CudaBackwardOptions = {},
+  ): void {
+    const op = options.deterministic
+      ? this.cuda.operations.backwardDeterministic
+      : this.cuda.operations.backward;
+    if (!op || !this.cuda.modules.backward)
+      throw new Error(
+        `kernel '${this.name}' has no backward in this package: ${this.cuda.backwardWhy ?? "rebuild it with tilec build"}`,
+      );
+    const shape = this.callShape(options);
+    const { batch, heads, kvHeads } = shape;
+    const layout = options.layout ?? "bshd";
+    const named: [TensorRole, string, RuntimeBuffer, number][] = [
+      ["q", "q", q, heads],
+      ["k", "k", k, kvHeads],
+      ["v", "v", v, kvHeads],
+      ["o", "out", out, heads],
+      ["do", "dOut", dOut, heads],
+      ["dq", "dq", dq, heads],
+      ["dk", "dk", dk, kvHeads],
+      ["dv", "dv", dv, kvHeads],
+    ];
+    const tensors: Partial<Record<TensorRole, BoundTensor>> = {};
+    for (const [role, what, b, h] of named) tensors[role] = this.need(b, batch, h, what, layout);
+    if (!lse)
+      throw new RangeError(`lse is required: the forward's fp32 [${batch}, ${heads}, ${this.shape.seqLen}]`);
+    this.needLse(lse, batch, heads, "the forward's ");
+    tensors.lse = { ptr: lse.ptr };
+    const all: [string, RuntimeBuffer][] = [
+      ...named.map(([, n, b]) => [n, b] as [string, RuntimeBuffer]),
+      ["lse", lse],
+    ];
+    PackagedCudaKernel.disjoint(
+      [
+        ["dq", dq],
+        ["dk", dk],
+        ["dv", dv],
+      ],
+      all,
+    );
+    this.launch(op, tensors, shape, options.stream);
+  }
+
+  private workspaceBuffer(tensor: TensorRole, length: number): RuntimeBuffer {
+    let b = this.workspace.get(tensor);
+    if (!b || b.length < length) {
+      b?.free();
+      b = this.device.allocElements("fp32", length);
+      this.workspace.set(tensor, b);
+    }
+    return b;
+  }
+
+  /** Releases plans, workspace and modules. */
   free(): void {
-    for (const b of this.planBuffers) b.free();
-    this.module.unload();
+    for (const m of this.modules.values()) {
+      for (const b of m.plan.buffers) b.free();
+      m.module.unload();
+    }
+    this.modules.clear();
+    for (const b of this.workspace.values()) b.free();
+    this.workspace.clear();
   }
 }
 
 /** The cubin when it was built for this GPU, else the PTX (JIT-compiled by the driver), else NVRTC. */
-function loadImage(runtime: CudaRuntime, dir: string, cuda: CudaManifest, deviceArch: string): Uint8Array {
-  const sameGpu = cuda.compileArch.replace(/a$/, "") === deviceArch;
-  if (cuda.files.cubin && sameGpu) return readFileSync(`${dir}/${cuda.files.cubin}`);
-  const ptxOk = cuda.files.ptx && (sameGpu || !cuda.compileArch.endsWith("a"));
-  if (ptxOk) return readFileSync(`${dir}/${cuda.files.ptx!}`); // the runtime NUL-terminates PTX
+function loadImage(runtime: CudaRuntime, dir: string, m: CudaModuleManifest, deviceArch: string): Uint8Array {
+  const sameGpu = m.compileArch.replace(/a$/, "") === deviceArch;
+  if (m.files.cubin && sameGpu) return readFileSync(`${dir}/${m.files.cubin}`);
+  const ptxOk = m.files.ptx && (sameGpu || !m.compileArch.endsWith("a"));
+  if (ptxOk) return readFileSync(`${dir}/${m.files.ptx!}`); // the runtime NUL-terminates PTX
+  if (m.compileArch.endsWith("a") && !sameGpu)
+    throw new Error(
+      `${m.files.source} is ${m.compileArch} code (runs on ${m.compileArch.slice(0, -1)} only); this GPU is ${deviceArch}: rebuild with --arch`,
+    );
   if (!runtime.compileNvrtc)
-    throw new Error(`no binary of ${cuda.entry} runs on ${deviceArch}, and the runtime offers no NVRTC`);
-  const out = runtime.compileNvrtc(readFileSync(`${dir}/${cuda.files.source}`, "utf8"), {
-    arch: cuda.compileArch.endsWith("a") ? cuda.compileArch : deviceArch,
-    name: cuda.files.source,
-    extraOptions: cuda.nvrtcOptions,
+    throw new Error(`no binary of ${m.files.source} runs on ${deviceArch}, and the runtime offers no NVRTC`);
+  const out = runtime.compileNvrtc(readFileSync(`${dir}/${m.files.source}`, "utf8"), {
+    arch: m.compileArch.endsWith("a") ? m.compileArch : deviceArch,
+    name: m.files.source,
+    extraOptions: m.nvrtcOptions,
   });
   const image = out.cubin ?? out.ptx;
-  if (!image) throw new Error(`NVRTC returned no code for ${cuda.entry}`);
+  if (!image) throw new Error(`NVRTC returned no code for ${m.files.source}`);
   return image;
 }
 
@@ -277,6 +494,8 @@ export class CudaPackage<Name extends string> {
   ) {
     this.dir = fileURLToPath(dir);
     this.manifest = JSON.parse(readFileSync(`${this.dir}/manifest.json`, "utf8")) as PackageManifest;
+    if (this.manifest.format !== 2)
+      throw new Error(`${this.dir}: package format ${this.manifest.format}, this loader reads 2: rebuild it`);
   }
 
   kernel(name: Name): PackagedCudaKernel {
@@ -288,5 +507,13 @@ export class CudaPackage<Name extends string> {
       this.loaded.set(name, k);
     }
     return k;
+  }
+
+  /** The kernel a model section of the spec assigns to `layer` (at the model's step `step`). */
+  kernelFor(layer: number, step?: number, model?: string): Name {
+    const models = this.manifest.models ?? {};
+    const m = model === undefined ? Object.values(models)[0] : models[model];
+    if (!m) throw new Error(model === undefined ? "the spec has no model section" : `no model '${model}'`);
+    return kernelFor(m, layer, step) as Name;
   }
 }
