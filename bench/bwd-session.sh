@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# The H100 checks of the attention backward, in two device calls of under 10 minutes each.
+# The H100 checks of the attention backward, in device calls of under 10 minutes each.
 # On the GPU host, with .gpu and runtime/cuda/build carried:
 #   source .gpu/setup.sh && bash bench/bwd-session.sh OUT bench            (backward benchmark + peers, same run)
 #   source .gpu/setup.sh && bash bench/bwd-session.sh OUT tests COMMIT     (GPU test files + compute-sanitizer)
+#   source .gpu/setup.sh && bash bench/bwd-session.sh OUT quick COMMIT     (about 5 minutes, three jobs at once on
+#     the one GPU, no timings: the forward and backward GPU test files; compute-sanitizer memcheck then racecheck;
+#     the PyTorch package check and the distillation example on packages built there)
 # bench writes tilec-bwd.json, peers-bwd.json, cuda-bwd-h100.json, report-bwd.md; tests writes
 # vitest.json, vitest.log, sanitize-*.log and gpu-tests.json (a row for bench/results/gpu-tests.json).
 set -uo pipefail
@@ -22,6 +25,29 @@ if [ "$part" = bench ]; then
   exit $status
 fi
 commit=${3:?tests needs the commit under test}
+if [ "$part" = quick ]; then
+  (timeout 300 node node_modules/vitest/vitest.mjs run test/runtime/attention-gpu.test.ts \
+    test/runtime/attention-backward-gpu.test.ts --reporter=default --reporter=json \
+    --outputFile.json=/tmp/vitest.json > "$out/vitest.log" 2>&1) &
+  (for tool in memcheck racecheck; do
+    timeout 140 compute-sanitizer --tool $tool --error-exitcode 1 $tsx bench/sanitize.ts > "$out/sanitize-$tool.log" 2>&1
+    echo "sanitize $tool rc=$?"
+  done) &
+  (timeout 120 node bin/tilec.js build test/pack/torch_check.tile -o /tmp/tilec_pk --arch sm_90 > /tmp/b1.log 2>&1 &
+    timeout 120 node bin/tilec.js build examples/distill/distill.tile -o /tmp/tilec_pd --arch sm_90 > /tmp/b2.log 2>&1
+    wait
+    cat /tmp/b1.log /tmp/b2.log > "$out/torch-check.log"
+    timeout 120 python3 test/pack/torch_package_check.py /tmp/tilec_pk "$out/torch-check.json" --flex eager >> "$out/torch-check.log" 2>&1
+    echo "torch check rc=$?"
+    timeout 100 python3 examples/distill/distill.py --package /tmp/tilec_pd --steps 150 --out "$out/distill.json" > "$out/distill.log" 2>&1
+    echo "distill rc=$?") &
+  wait
+  grep -E "Test Files|Tests " "$out/vitest.log"
+  grep -hE "SUMMARY|^FAIL" "$out"/sanitize-*.log
+  tail -4 "$out/torch-check.log" "$out/distill.log"
+  $tsx bench/gpu-tests.ts "$commit" "$device" /tmp/vitest.json "$out/sanitize-memcheck.log" "$out/sanitize-racecheck.log" "$out/gpu-tests.json" > /dev/null
+  exit 0
+fi
 timeout 420 node node_modules/vitest/vitest.mjs run test/runtime/attention-gpu.test.ts test/runtime/attention-backward-gpu.test.ts \
   test/runtime/cuda-gpu.test.ts test/runtime/dit-gpu.test.ts test/runtime/parallel-gpu.test.ts \
   test/runtime/parallel-dit-gpu.test.ts test/search/search-gpu.test.ts test/tune/cuda-gpu.test.ts \
