@@ -169,6 +169,7 @@ export function emitCuda(ir: KernelIR, arch: CudaArch): CudaKernelSource {
     `// Element mask of partial blocks; q and k are token indices in the sequence.`,
     mask,
     "",
+    ...(which === "sm80" ? [template("mma_tiles.cuh"), ""] : []),
     template(kernelFile),
     "",
     `static_assert(TILEC_SMEM_BYTES == ${smem}, "tilec's shared-memory formula disagrees with the template");`,

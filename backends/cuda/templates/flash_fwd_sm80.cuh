@@ -2,7 +2,7 @@
 // (flash_fwd_sm80.cuh)
 //
 // Concatenation order of the generated .cu file (done by the TS backend):
-//   generated prelude  +  ptx.cuh  +  this file        (no #include anywhere)
+//   generated prelude  +  ptx.cuh  +  mma_tiles.cuh  +  this file        (no #include anywhere)
 // The prelude must define TILEC_HEAD_DIM, TILEC_BLOCK_Q, TILEC_BLOCK_KV,
 // TILEC_NUM_WARPS, TILEC_STAGES, TILEC_KERNEL_NAME, exactly one of
 // TILEC_DTYPE_BF16 / TILEC_DTYPE_FP16, and
@@ -100,62 +100,19 @@ constexpr int MASK_WORDS = (MT * SNT * 4 + 31) / 32;  // one bit per S element o
 constexpr int CLASS_WORDS = tilec_class_words(BKV);  // sub-tile class words per 16-row stripe
 static_assert(SKV % 16 == 0 && BKV % SKV == 0, "TILEC_SUB_KV must be a multiple of 16 dividing BLOCK_KV");
 
-// XOR swizzle on 16-byte chunks. Rows are D*2 bytes with no padding; an 8x8
-// ldmatrix phase reads one chunk column from 8 consecutive rows (8-aligned) and
-// must hit 8 distinct 16-byte bank groups. XOR-ing the chunk index with a few
-// row bits does that while staying inside the row:
-//   CPR % 8 == 0 (d = 64,128,...): chunk ^ (row & 7)
-//   CPR % 8 == 4 (d = 32, 96, ...): rows alternate bank halves, chunk ^ ((row>>1)&3)
-//   CPR % 4 == 2 (d = 16, 48, ...): 4 rows cover all 8 groups, chunk ^ ((row>>2)&1)
-__device__ __forceinline__ int swz_bits(int row) {
-  return (CPR % 8 == 0) ? (row & 7) : (CPR % 4 == 0) ? ((row >> 1) & 3) : ((row >> 2) & 1);
-}
-__device__ __forceinline__ u32 swz(int row, int chunk) {
-  return (u32)((row * CPR + (chunk ^ swz_bits(row))) * 16);
-}
-
-// Swizzle group width in chunks (the XOR touches the low log2(SWW) bits of the
-// chunk index) and the number of distinct lane patterns for chunk 2*i+cb.
-constexpr int SWW = (CPR % 8 == 0) ? 8 : (CPR % 4 == 0) ? 4 : 2;
-constexpr int NPAT = SWW / 2;
+// Shared-memory tiles: mma_tiles.cuh's row-XOR-swizzled layout and ldmatrix addressing (one register
+// per operand, the k-step folded into the immediate), at this head dim and thread count.
+__device__ __forceinline__ int swz_bits(int row) { return tilec_tiles::swz_bits<CPR>(row); }
+__device__ __forceinline__ u32 swz(int row, int chunk) { return tilec_tiles::swz<CPR>(row, chunk); }
+constexpr int SWW = tilec_tiles::sww<CPR>();
 static_assert((BQ * ROWB) % 128 == 0 && (BKV * ROWB) % 128 == 0, "tile bases must stay 128-byte aligned");
-
-// ldmatrix addressing with one register per operand: the byte offset of chunk
-// 2*kk+cb in row `row` is row*ROWB + ((2*kk+cb) ^ xs)*16. Row starts, tile bases
-// and the dynamic smem base (aligned to 128) are multiples of SWW*16, and the XOR
-// touches only address bits [4, 4+log2 SWW), so
-//   addr(kk) = ((tile + lane_off) ^ ((2*(kk % NPAT)) << 4)) + (kk / NPAT)*SWW*16
-// with lane_off = row*ROWB + ((cb ^ xs) << 4): one LOP3 per distinct kk % NPAT and
-// the rest folds into the ldmatrix immediate.
-__device__ __forceinline__ u32 lane_off(int row, int cb, int xs) { return (u32)(row * ROWB + ((cb ^ xs) << 4)); }
+__device__ __forceinline__ u32 lane_off(int row, int cb, int xs) { return tilec_tiles::lane_off<CPR>(row, cb, xs); }
 __device__ __forceinline__ u32 kstep_addr(u32 base_plus_off, int kk) {
-  return (base_plus_off ^ (u32)((2 * (kk % NPAT)) << 4)) + (u32)((kk / NPAT) * SWW * 16);
+  return tilec_tiles::kstep_addr<CPR>(base_plus_off, kk);
 }
-
-// Copy a ROWS x D tile (row stride `stride` elements, `g` = row 0) into swizzled
-// smem with cp.async; rows >= rows_valid are zero-filled (src-size 0, nothing is
-// read). SWW threads cover SWW chunks of a row, so a pass loads RPP rows; RPP is a
-// multiple of 8, hence every row a thread touches has the same swizzle bits and
-// all its smem offsets are one register plus immediates.
-constexpr int RPP = NTHR / SWW;
-static_assert(RPP % 8 == 0, "need at least 2 warps");
 template <int ROWS>
-__device__ __forceinline__ void load_tile(u32 sdst, const u16* g, long long stride, int rows_valid,
-                                          int tid) {
-  const int r0 = tid / SWW, c0 = tid % SWW;
-  const u32 s0 = sdst + (u32)((r0 * CPR + (c0 ^ swz_bits(r0))) * 16);
-  const u16* g0 = g + r0 * stride + c0 * 8;
-#pragma unroll
-  for (int rp = 0; rp < (ROWS + RPP - 1) / RPP; ++rp) {
-    const int r = r0 + rp * RPP;
-    if (ROWS % RPP == 0 || r < ROWS) {
-      const bool ok = r < rows_valid;
-      const u16* src = ok ? g0 + rp * RPP * stride : g;
-#pragma unroll
-      for (int cp = 0; cp < CPR / SWW; ++cp)
-        tilec_cp_async16(s0 + (u32)((rp * RPP * CPR + cp * SWW) * 16), src + cp * SWW * 8, ok ? 16 : 0);
-    }
-  }
+__device__ __forceinline__ void load_tile(u32 sdst, const u16* g, long long stride, int rows_valid, int tid) {
+  tilec_tiles::load_tile<ROWS, CPR, NTHR>(sdst, g, stride, rows_valid, tid);
 }
 
 struct alignas(16) U4 {
