@@ -26,20 +26,20 @@ if [ "$part" = bench ]; then
 fi
 commit=${3:?tests needs the commit under test}
 if [ "$part" = quick ]; then
-  (timeout 300 node node_modules/vitest/vitest.mjs run test/runtime/attention-gpu.test.ts \
+  (timeout 250 node node_modules/vitest/vitest.mjs run test/runtime/attention-gpu.test.ts \
     test/runtime/attention-backward-gpu.test.ts --reporter=default --reporter=json \
     --outputFile.json=/tmp/vitest.json > "$out/vitest.log" 2>&1) &
   (for tool in memcheck racecheck; do
-    timeout 140 compute-sanitizer --tool $tool --error-exitcode 1 $tsx bench/sanitize.ts > "$out/sanitize-$tool.log" 2>&1
+    timeout 120 compute-sanitizer --tool $tool --error-exitcode 1 $tsx bench/sanitize.ts > "$out/sanitize-$tool.log" 2>&1
     echo "sanitize $tool rc=$?"
   done) &
-  (timeout 120 node bin/tilec.js build test/pack/torch_check.tile -o /tmp/tilec_pk --arch sm_90 > /tmp/b1.log 2>&1 &
-    timeout 120 node bin/tilec.js build examples/distill/distill.tile -o /tmp/tilec_pd --arch sm_90 > /tmp/b2.log 2>&1
+  (timeout 90 node bin/tilec.js build test/pack/torch_check.tile -o /tmp/tilec_pk --arch sm_90 > /tmp/b1.log 2>&1 &
+    timeout 90 node bin/tilec.js build examples/distill/distill.tile -o /tmp/tilec_pd --arch sm_90 > /tmp/b2.log 2>&1
     wait
     cat /tmp/b1.log /tmp/b2.log > "$out/torch-check.log"
-    timeout 120 python3 test/pack/torch_package_check.py /tmp/tilec_pk "$out/torch-check.json" --flex eager >> "$out/torch-check.log" 2>&1
+    timeout 100 python3 test/pack/torch_package_check.py /tmp/tilec_pk "$out/torch-check.json" --flex eager >> "$out/torch-check.log" 2>&1
     echo "torch check rc=$?"
-    timeout 100 python3 examples/distill/distill.py --package /tmp/tilec_pd --steps 150 --out "$out/distill.json" > "$out/distill.log" 2>&1
+    timeout 70 python3 examples/distill/distill.py --package /tmp/tilec_pd --steps 100 --out "$out/distill.json" > "$out/distill.log" 2>&1
     echo "distill rc=$?") &
   wait
   grep -E "Test Files|Tests " "$out/vitest.log"
