@@ -22,6 +22,9 @@ export type BackwardTemplate = "sm90" | "sm80";
 /** Query rows per tile of the workspace (and of every backward tile). */
 export const ROW_PAD = 64;
 
+/** Query rows per block of the row-statistics and dQ-conversion launches (4 threads a row, 128 a block). */
+export const STAT_ROWS = 32;
+
 export interface BackwardPass {
   /** The plan the pass walks, at blockQ × blockKv. */
   readonly plan: BlockPlan;
@@ -45,6 +48,8 @@ export interface BackwardIR {
   readonly entry: string;
   /** Query rows per (batch, head) in the fp32 workspace: seqLen rounded up to ROW_PAD. */
   readonly seqPad: number;
+  /** Query rows per block of the statistics and conversion launches (their grid: seqPad / statRows). */
+  readonly statRows: number;
   readonly dkdv: BackwardPass;
   readonly dq: BackwardPass;
 }
@@ -94,6 +99,7 @@ export function lowerBackward(ir: KernelIR, arch: string | undefined, config?: B
     template: cfg.template,
     entry: `${ir.entry}_bwd`,
     seqPad: Math.ceil(ir.seqLen / ROW_PAD) * ROW_PAD,
+    statRows: STAT_ROWS,
     dkdv: {
       plan: dkdvPlan,
       blockQ: ROW_PAD,

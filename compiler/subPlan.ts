@@ -97,7 +97,6 @@ export function subTilePlan(
   };
   // The signature id of the row-side and column-side sub-tiles starting at a token.
   const [rowSig, colSig] = major === "q" ? [qSig, kSig] : [kSig, qSig];
-  const [rowBox, colBox] = [SUB_ROWS, SUB_COLS];
   const pairClass = (rs: number, cs: number) => (major === "q" ? classOf(rs, cs) : classOf(cs, rs));
 
   const lists = major === "q" ? plan.partial : plan.partialT;
@@ -131,18 +130,18 @@ export function subTilePlan(
       for (let p = lists.offsets[rb]!; p < lists.offsets[rb + 1]!; p++) {
         const cb = lists.indices[p]!;
         for (let s = 0; s < stripes; s++) {
-          const row0 = rb * rowBlock + s * rowBox;
-          const rs = row0 < n ? rowSig.ids[row0 / rowBox]! : -1;
+          const row0 = rb * rowBlock + s * SUB_ROWS;
+          const rs = row0 < n ? rowSig.ids[row0 / SUB_ROWS]! : -1;
           const base = (p * stripes + s) * wordsPerStripe;
           for (let t = 0; t < nTiles; t++) {
-            const col0 = cb * colBlock + t * colBox;
+            const col0 = cb * colBlock + t * SUB_COLS;
             let c: number;
             if (rs < 0 || col0 >= n)
               c = EMPTY; // no row stored / no column to keep
-            else if (col0 + colBox > n)
+            else if (col0 + SUB_COLS > n)
               c = PARTIAL; // columns past the end: the element path bounds them (rows past it are
             // computed but never stored; the key-major kernel masks keys past the end itself)
-            else c = pairClass(rs, colSig.ids[col0 / colBox]!);
+            else c = pairClass(rs, colSig.ids[col0 / SUB_COLS]!);
             counts[c]!++;
             classes[base + ((t / PER_WORD) | 0)]! |= c << (2 * (t % PER_WORD));
           }

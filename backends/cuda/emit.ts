@@ -16,7 +16,7 @@ import {
   type CudaTemplate,
 } from "./target.ts";
 import { describeLaunch, type LaunchDescription } from "./launch.ts";
-import { FORWARD_PARAMS, renderParamStruct } from "./params.ts";
+import { FORWARD_PARAMS, renderParamStruct, type KernelConstants } from "./params.ts";
 import { kernelTensorMaps, renderTensorMapsStruct, type TensorMapSpec } from "./tma.ts";
 import { renderWgmmaWrappers } from "./wgmma.ts";
 
@@ -75,7 +75,7 @@ export interface CudaKernelSource {
 }
 
 /** The constants a kernel's parameter struct carries (sequence length, softmax scale). */
-export function kernelConstants(ir: Pick<KernelIR, "seqLen" | "scale">) {
+export function kernelConstants(ir: Pick<KernelIR, "seqLen" | "scale">): KernelConstants {
   return { seqLen: ir.seqLen, scaleLog2: ir.scale * Math.LOG2E, scale: ir.scale };
 }
 

@@ -113,6 +113,7 @@ export function emitCudaBackward(bir: BackwardIR, arch: CudaArch): CudaBackwardS
   const defines = [
     `#define TILEC_HEAD_DIM ${d}`,
     `#define TILEC_SEQ_PAD ${bir.seqPad}`,
+    `#define TILEC_STAT_ROWS ${bir.statRows}`,
     `#define ${dtypeDefine} 1`,
     `#define TILEC_DKDV_STAGES ${bir.dkdv.stages}`,
     `#define TILEC_DQ_STAGES ${bir.dq.stages}`,
@@ -127,7 +128,7 @@ export function emitCudaBackward(bir: BackwardIR, arch: CudaArch): CudaBackwardS
     `#define TILEC_BWD_DQ ${names.dq}`,
     ...(hopper ? [`#define TILEC_BWD_DKDV_SM90 1`, `#define TILEC_BWD90_DQN ${d / 2}`] : []),
   ].join("\n");
-  const maps = hopper ? backwardTensorMaps(d) : [];
+  const maps = hopper ? backwardTensorMaps(bir) : [];
   const sm90Parts = hopper
     ? [
         template("ptx_sm90.cuh"),
@@ -171,7 +172,7 @@ export function emitCudaBackward(bir: BackwardIR, arch: CudaArch): CudaBackwardS
   ].join("\n");
 
   const c = kernelConstants(ir);
-  const rows: [number, "heads", "batch"] = [bir.seqPad / 32, "heads", "batch"];
+  const rows: [number, "heads", "batch"] = [bir.seqPad / bir.statRows, "heads", "batch"];
   const launch = (
     entry: string,
     grid: Parameters<typeof describeLaunch>[2],
@@ -179,7 +180,8 @@ export function emitCudaBackward(bir: BackwardIR, arch: CudaArch): CudaBackwardS
     bytes: number,
     m: TensorMapSpec[] = [],
   ) => describeLaunch("backward", entry, grid, threads, bytes, BACKWARD_PARAMS, c, m);
-  const pre = launch(names.pre, rows, 128, 0);
+  const statThreads = 4 * bir.statRows; // four threads a row (bwd_common.cuh)
+  const pre = launch(names.pre, rows, statThreads, 0);
   const dkdvGrid: [number, "kvHeads", "batch"] = [kp.numKvBlocks, "kvHeads", "batch"];
   const stats = [
     { tensor: "lse_log2", elementsPerHead: bir.seqPad },
@@ -195,7 +197,7 @@ export function emitCudaBackward(bir: BackwardIR, arch: CudaArch): CudaBackwardS
         launches: [
           pre,
           launch(names.dkdv, dkdvGrid, bir.dkdv.threads, smem.dkdv, maps),
-          launch(names.post, rows, 128, 0),
+          launch(names.post, rows, statThreads, 0),
         ],
         workspace: [{ tensor: "dq_accum", elementsPerHead: bir.seqPad * d }, ...stats],
       },
@@ -211,15 +213,18 @@ export function emitCudaBackward(bir: BackwardIR, arch: CudaArch): CudaBackwardS
   };
 }
 
-/** The sm_90a dK/dV kernel's TMA maps: Q and dO tiles of 64 rows, K and V of 128, and K in dQ's swizzle. */
-export function backwardTensorMaps(headDim: number): TensorMapSpec[] {
-  const sw = headDim % 64 === 0 ? 128 : 64;
+/** The sm_90a dK/dV kernel's TMA maps: Q and dO tiles of a query step, K and V of a key block, and K
+ * in the swizzle whose column blocks start at dQ's column halves (templates/bwd_sm90.cuh). */
+export function backwardTensorMaps(bir: Pick<BackwardIR, "forward" | "dkdv">): TensorMapSpec[] {
+  const d = bir.forward.headDim;
+  const { blockQ, blockKv } = bir.dkdv;
+  const sw = swizzleFor(d);
   return [
-    tileMap("q", "q", 64, sw),
-    tileMap("do_", "do", 64, sw),
-    tileMap("k", "k", 128, sw),
-    tileMap("v", "v", 128, sw),
-    tileMap("k_dq", "k", 128, swizzleFor(headDim / 2)),
+    tileMap("q", "q", blockQ, sw),
+    tileMap("do_", "do", blockQ, sw),
+    tileMap("k", "k", blockKv, sw),
+    tileMap("v", "v", blockKv, sw),
+    tileMap("k_dq", "k", blockKv, swizzleFor(d / 2)),
   ];
 }
 

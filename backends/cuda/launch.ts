@@ -4,9 +4,9 @@
 // packaged Python loader all launch from this JSON-able value with one generic routine each; none of
 // them knows which kernel it is launching. An operation (the forward, the backward) is an ordered
 // list of launches plus the workspace buffers they share.
-import type { ParamField, ParamStruct, TensorRole } from "./params.ts";
+import type { KernelConstants, ParamField, ParamStruct, TensorRole } from "./params.ts";
 import { resolveConstants } from "./params.ts";
-import type { TensorMapSpec } from "./tma.ts";
+import { TENSOR_MAP_BYTES, TENSOR_MAPS_ALIGN, type TensorMapSpec } from "./tma.ts";
 
 /** A grid dimension: a number fixed by the plan, or the call's heads, kv heads or batch. */
 export type GridDim = number | "heads" | "kvHeads" | "batch";
@@ -46,12 +46,6 @@ export interface Operation {
   readonly workspace: readonly WorkspaceBuffer[];
 }
 
-export interface KernelConstants {
-  readonly seqLen: number;
-  readonly scaleLog2: number;
-  readonly scale: number;
-}
-
 export function describeLaunch(
   module: string,
   entry: string,
@@ -70,9 +64,13 @@ export function describeLaunch(
     sharedBytes,
     params: { struct: params.struct, bytes: params.bytes, fields: resolveConstants(params, constants) },
     ...(tensorMaps.length
-      ? { tensorMaps: { bytes: TENSOR_MAP_BYTES * tensorMaps.length, align: 64, maps: tensorMaps } }
+      ? {
+          tensorMaps: {
+            bytes: TENSOR_MAP_BYTES * tensorMaps.length,
+            align: TENSOR_MAPS_ALIGN,
+            maps: tensorMaps,
+          },
+        }
       : {}),
   };
 }
-
-export const TENSOR_MAP_BYTES = 128;

@@ -186,11 +186,11 @@ export function renderParamStruct(s: ParamStruct): string {
   ].join("\n");
 }
 
+/** The values of the `constant` sources: fixed by the kernel. */
+export type KernelConstants = Readonly<Record<"seqLen" | "scaleLog2" | "scale", number>>;
+
 /** A struct's fields with the kernel's constants resolved (what a manifest ships). */
-export function resolveConstants(
-  s: ParamStruct,
-  constants: { seqLen: number; scaleLog2: number; scale: number },
-): ParamField[] {
+export function resolveConstants(s: ParamStruct, constants: KernelConstants): ParamField[] {
   return s.fields.map((f) =>
     "constant" in f.source ? { ...f, source: { value: constants[f.source.constant] } } : f,
   );

@@ -58,8 +58,8 @@ export function kernelTensorMaps(
   arch: CudaArch,
 ): TensorMapSpec[] {
   if (templateOf(ir, arch) !== "sm90") return [];
-  // Same rule as the template's SW: 128-byte rows when the head dim fills them, else 64.
-  const sw = ir.headDim % 64 === 0 ? 128 : 64;
+  // The template's SW: 128-byte rows when the head dim fills them, else 64 (head dims 64, 96, 128).
+  const sw = swizzleFor(ir.headDim);
   return [
     tileMap("q", "q", ir.blockQ, sw),
     tileMap("k", "k", ir.blockKv, sw),

@@ -5,7 +5,7 @@
 // struct offset, a stride or a grid of its own.
 import type { GridDim, LaunchDescription } from "../../backends/cuda/launch.ts";
 import type { StrideDim, TensorRole } from "../../backends/cuda/params.ts";
-import { tensorMapArgs, type TensorMapArgs } from "../../backends/cuda/tma.ts";
+import { TENSOR_MAP_BYTES, tensorMapArgs, type TensorMapArgs } from "../../backends/cuda/tma.ts";
 
 /** A tensor of a call: its device address and, for [batch, seq, heads, dim] tensors, strides and heads. */
 export interface BoundTensor {
@@ -76,7 +76,7 @@ export function packLaunch(d: LaunchDescription, b: LaunchBindings, encode: Enco
         strides: t.strides as [number, number, number],
         elementBytes: 2,
       });
-      maps.set(encode(t.ptr, a), i * 128);
+      maps.set(encode(t.ptr, a), i * TENSOR_MAP_BYTES);
     });
     args.push({ bytes: maps, align: d.tensorMaps.align });
   }

@@ -4,7 +4,8 @@
 //   generated prelude (#define TILEC_*, struct TilecBwdParams) + ptx.cuh [+ ptx_sm90.cuh, tensor maps,
 //   wgmma wrappers] + tilec_mask + mma_tiles.cuh + this file + bwd_sm80.cuh [+ bwd_sm90.cuh]
 // The prelude defines TILEC_HEAD_DIM, TILEC_SEQ_PAD (query rows per (batch, head) of the fp32
-// workspace, a multiple of 64), one of TILEC_DTYPE_BF16 / TILEC_DTYPE_FP16, and the entry names.
+// workspace, a multiple of 64), TILEC_STAT_ROWS (query rows per block of the first and last launch,
+// which their grids divide SEQ_PAD by), one of TILEC_DTYPE_BF16 / TILEC_DTYPE_FP16, and the entry names.
 //
 // Math (FlashAttention-2's backward, base 2): with P = exp2(S·scale·log2 e − lse·log2 e) recomputed
 // from the forward's log-sum-exp, D = rowsum(dO ∘ O),
@@ -34,7 +35,9 @@ namespace tilec_bwd {
 constexpr int D = TILEC_HEAD_DIM;
 constexpr int SEQ_PAD = TILEC_SEQ_PAD;
 constexpr int CPR = D / 8;  // 16-byte chunks per row of a [.., D] tile
+constexpr int STAT_ROWS = TILEC_STAT_ROWS;  // rows per block of the statistics and conversion launches
 static_assert(SEQ_PAD % 64 == 0, "the workspace holds whole 64-row tiles");
+static_assert(SEQ_PAD % STAT_ROWS == 0 && STAT_ROWS * 4 == 128, "four threads per row, 128 per block");
 static_assert(D % 16 == 0 && D <= 128, "backward: head dim a multiple of 16 up to 128");
 
 struct alignas(16) U4 {
@@ -73,7 +76,7 @@ struct KeyMajorWalk {
 }  // namespace tilec_bwd
 
 // ---------------------------------------------------------------- row statistics (first launch)
-// Grid (SEQ_PAD / 32, heads, batch), 128 threads: 4 threads per query row. delta = rowsum(dO ∘ O) in
+// Grid (SEQ_PAD / STAT_ROWS, heads, batch), 128 threads: 4 threads per query row. delta = rowsum(dO ∘ O) in
 // fp32 from the stored (rounded) O, as the forward returned it; lse_log2 = lse·log2 e, +inf for fully
 // masked rows and padding rows. When dq_accum is given (the atomic variant) its rows are zeroed here,
 // on the same stream, so the dK/dV pass can add into them.
@@ -81,7 +84,7 @@ extern "C" __global__ void __launch_bounds__(128) TILEC_BWD_PRE(const TilecBwdPa
   using namespace tilec_bwd;
   const int h = blockIdx.y, b = blockIdx.z;
   const int r = threadIdx.x >> 2, part = threadIdx.x & 3;
-  const int row = blockIdx.x * 32 + r;
+  const int row = blockIdx.x * STAT_ROWS + r;
   const long long bh = (long long)b * p.num_heads + h;
   float dot = 0.f;
   if (row < p.seq_len) {
@@ -107,19 +110,19 @@ extern "C" __global__ void __launch_bounds__(128) TILEC_BWD_PRE(const TilecBwdPa
     p.lse_log2[bh * SEQ_PAD + row] = l == TILEC_NEG_INF ? TILEC_POS_INF : l * TILEC_LOG2E;
   }
   if (p.dq_accum) {
-    F4* acc = (F4*)(p.dq_accum + (bh * SEQ_PAD + blockIdx.x * 32) * D);
-    for (int i = threadIdx.x; i < 32 * D / 4; i += 128) acc[i] = F4{0.f, 0.f, 0.f, 0.f};
+    F4* acc = (F4*)(p.dq_accum + (bh * SEQ_PAD + blockIdx.x * STAT_ROWS) * D);
+    for (int i = threadIdx.x; i < STAT_ROWS * D / 4; i += 128) acc[i] = F4{0.f, 0.f, 0.f, 0.f};
   }
 }
 
 // ---------------------------------------------------------------- dQ conversion (last launch, atomic variant)
-// Grid (SEQ_PAD / 32, heads, batch), 128 threads: dq = scale · dq_accum in the tensors' dtype.
+// Grid (SEQ_PAD / STAT_ROWS, heads, batch), 128 threads: dq = scale · dq_accum in the tensors' dtype.
 extern "C" __global__ void __launch_bounds__(128) TILEC_BWD_POST(const TilecBwdParams p) {
   using namespace tilec_bwd;
   const int h = blockIdx.y, b = blockIdx.z;
   const long long bh = (long long)b * p.num_heads + h;
-  for (int i = threadIdx.x; i < 32 * CPR; i += 128) {
-    const int row = blockIdx.x * 32 + i / CPR, c = i % CPR;
+  for (int i = threadIdx.x; i < STAT_ROWS * CPR; i += 128) {
+    const int row = blockIdx.x * STAT_ROWS + i / CPR, c = i % CPR;
     if (row >= p.seq_len) continue;
     const F4* src = (const F4*)(p.dq_accum + (bh * SEQ_PAD + row) * D + c * 8);
     const F4 x = src[0], y = src[1];

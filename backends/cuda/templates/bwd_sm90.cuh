@@ -63,22 +63,6 @@ constexpr int LAUNCH_REGS = 65536 / NTHR / 8 * 8;
 static_assert(PRODUCER_REGS * 128 + CONSUMER_REGS * 128 * NCWG <= LAUNCH_REGS * NTHR,
               "setmaxnreg budgets exceed the launch allocation");
 
-// Byte offset of 16-byte chunk c of row r in a ROWS-row tile swizzled with SWB-byte column blocks
-// (wgmma's canonical layout; TMA writes the same): chunks XOR-ed by address bits 7.. inside a block.
-template <int ROWS, int SWB>
-__device__ __forceinline__ u32 swz_off(int r, int c) {
-  constexpr int CPA = SWB / 16;
-  return (u32)((c / CPA) * ROWS * SWB + r * SWB + (((c % CPA) ^ ((r * SWB >> 7) & (CPA - 1))) << 4));
-}
-
-// A ROWS x D tile by the copy engine, one box per column block of SWB bytes.
-template <int ROWS, int SWB>
-__device__ __forceinline__ void tma_tile(u32 sdst, const TilecTensorMap* map, int row, int head, int batch, u32 bar) {
-#pragma unroll
-  for (int cb = 0; cb < D / (SWB / 2); ++cb)
-    tilec_tma_load_4d(sdst + cb * ROWS * SWB, map, cb * (SWB / 2), row, head, batch, bar);
-}
-
 // acc (64 keys x 64 queries of this warpgroup) = A · Bᵀ with A = 64 rows of a 128-row K-major tile
 // (descriptor dA) and B = a 64-row K-major tile (dB): Sᵀ = K Qᵀ and dPᵀ = V dOᵀ.
 __device__ __forceinline__ void issue_scores(float (&acc)[BQ / 2], u64 dA, u64 dB) {
@@ -182,9 +166,9 @@ __device__ __forceinline__ void dkdv(const TilecBwdParams& p, const TilecTensorM
     tilec_prefetch_tensormap(&tm.q);
     tilec_prefetch_tensormap(&tm.do_);
     tilec_mbar_expect_tx(barKV, (K2_SEPARATE ? 3 : 2) * KV_BYTES);
-    tma_tile<BKV, SW>(sK, &tm.k, k0, hk, b, barKV);
-    tma_tile<BKV, SW>(sV, &tm.v, k0, hk, b, barKV);
-    if constexpr (K2_SEPARATE) tma_tile<BKV, SW2>(sK2, &tm.k_dq, k0, hk, b, barKV);
+    tilec_tma_tile<BKV, SW, D>(sK, &tm.k, k0, hk, b, barKV);
+    tilec_tma_tile<BKV, SW, D>(sV, &tm.v, k0, hk, b, barKV);
+    if constexpr (K2_SEPARATE) tilec_tma_tile<BKV, SW2, D>(sK2, &tm.k_dq, k0, hk, b, barKV);
 #pragma unroll 1
     for (int j = 0; j < walk.total; ++j) {
       const int slot = j % STAGES;
@@ -195,8 +179,8 @@ __device__ __forceinline__ void dkdv(const TilecBwdParams& p, const TilecTensorM
       const int h = hk * walk.group + hi, q0 = qb * BQ;
       const bool classes = entry >= 0 && p.partialT_classes;
       tilec_mbar_expect_tx(bar, 2 * Q_BYTES + STATS_BYTES + (classes ? CLASS_BYTES : 0));
-      tma_tile<BQ, SW>(sQ, &tm.q, q0, h, b, bar);
-      tma_tile<BQ, SW>(sQ + Q_BYTES, &tm.do_, q0, h, b, bar);
+      tilec_tma_tile<BQ, SW, D>(sQ, &tm.q, q0, h, b, bar);
+      tilec_tma_tile<BQ, SW, D>(sQ + Q_BYTES, &tm.do_, q0, h, b, bar);
       const long long row = ((long long)b * p.num_heads + h) * SEQ_PAD + q0;
       tilec_bulk_load(sSt, p.lse_log2 + row, BQ * 4, bar);
       tilec_bulk_load(sSt + BQ * 4, p.delta + row, BQ * 4, bar);
@@ -278,10 +262,10 @@ __device__ __forceinline__ void dkdv(const TilecBwdParams& p, const TilecTensorM
       const int r = wg * 64 + warp * 16 + g;
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
-        *(u32*)(dsp + swz_off<BKV, 128>(r, 2 * kk) + t * 4) = dsa[kk][0];
-        *(u32*)(dsp + swz_off<BKV, 128>(r + 8, 2 * kk) + t * 4) = dsa[kk][1];
-        *(u32*)(dsp + swz_off<BKV, 128>(r, 2 * kk + 1) + t * 4) = dsa[kk][2];
-        *(u32*)(dsp + swz_off<BKV, 128>(r + 8, 2 * kk + 1) + t * 4) = dsa[kk][3];
+        *(u32*)(dsp + tilec_swz_off<BKV, 128>(r, 2 * kk) + t * 4) = dsa[kk][0];
+        *(u32*)(dsp + tilec_swz_off<BKV, 128>(r + 8, 2 * kk) + t * 4) = dsa[kk][1];
+        *(u32*)(dsp + tilec_swz_off<BKV, 128>(r, 2 * kk + 1) + t * 4) = dsa[kk][2];
+        *(u32*)(dsp + tilec_swz_off<BKV, 128>(r + 8, 2 * kk + 1) + t * 4) = dsa[kk][3];
       }
     }
     tilec_wgmma_fence();

@@ -63,7 +63,6 @@ constexpr int NTHR = (NCWG + 1) * 128;   // + the producer warpgroup
 // the same on H100: 525 vs 520 TFLOP/s dense, 485 vs 497 on tile_2_6.)
 constexpr int SW = (D % 64 == 0) ? 128 : 64;
 constexpr int SWMODE = SW == 128 ? 1 : 2;     // descriptor encoding
-constexpr int CPA = SW / 16;             // 16-byte chunks per swizzle row
 constexpr int CPR = D / 8;               // 16-byte chunks per head-dim row
 constexpr int KSA = SW / 32;             // 16-element k-steps per column block
 constexpr int TILE_KV_BYTES = BKV * D * 2;
@@ -104,20 +103,17 @@ constexpr float RESCALE_TH = 8.0f;  // lazy rescaling, as in flash_fwd_sm80.cuh
 // Byte offset of 16-byte chunk `c` of row `r` in a tile of ROWS rows (see the layout above).
 template <int ROWS>
 __device__ __forceinline__ u32 chunk_off(int r, int c) {
-  return (u32)((c / CPA) * ROWS * SW + r * SW + (((c % CPA) ^ ((r * SW >> 7) & (CPA - 1))) << 4));
+  return tilec_swz_off<ROWS, SW>(r, c);
 }
 
 struct alignas(16) U4 {
   u32 x, y, z, w;
 };
 
-// A ROWS x D tile by the copy engine: one box per column block (SW/2 elements wide, ROWS rows) of
-// head `head`, batch `batch`, from sequence row `row`, into the swizzled layout above.
+// A ROWS x D tile by the copy engine into the swizzled layout above.
 template <int ROWS>
 __device__ __forceinline__ void tma_tile(u32 sdst, const TilecTensorMap* map, int row, int head, int batch, u32 bar) {
-#pragma unroll
-  for (int cb = 0; cb < D / (SW / 2); ++cb)
-    tilec_tma_load_4d(sdst + cb * ROWS * SW, map, cb * (SW / 2), row, head, batch, bar);
+  tilec_tma_tile<ROWS, SW, D>(sdst, map, row, head, batch, bar);
 }
 
 // ---- consumer building blocks. Fragment layout of S (wgmma m64nBKV accumulator): per thread,

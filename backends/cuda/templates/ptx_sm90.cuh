@@ -78,6 +78,27 @@ __device__ __forceinline__ void tilec_tma_load_4d(u32 sdst, const TilecTensorMap
       : "memory");
 }
 
+// ---------------------------------------------------------------- swizzled tiles
+// wgmma's canonical swizzled layout, which is also what TMA writes with the matching swizzle mode: a
+// tile of ROWS rows is stored as column blocks of SWB bytes a row (SWB = 32, 64 or 128), each block
+// ROWS x SWB bytes with its 16-byte chunks XOR-ed by address bits 7.. (Swizzle<1|2|3, 4, 3>). Every
+// sm_90a template addresses its tiles through these two helpers.
+// Byte offset of 16-byte chunk c of row r.
+template <int ROWS, int SWB>
+__device__ __forceinline__ u32 tilec_swz_off(int r, int c) {
+  constexpr int CPA = SWB / 16;  // chunks per column-block row
+  return (u32)((c / CPA) * ROWS * SWB + r * SWB + (((c % CPA) ^ ((r * SWB >> 7) & (CPA - 1))) << 4));
+}
+// A ROWS x COLS tile by the copy engine: one box (SWB/2 elements, ROWS rows) per column block of head
+// `head`, batch `batch`, from sequence row `row`; completes as transaction bytes on mbarrier `bar`.
+template <int ROWS, int SWB, int COLS>
+__device__ __forceinline__ void tilec_tma_tile(u32 sdst, const TilecTensorMap* map, int row, int head, int batch,
+                                               u32 bar) {
+#pragma unroll
+  for (int cb = 0; cb < COLS / (SWB / 2); ++cb)
+    tilec_tma_load_4d(sdst + cb * ROWS * SWB, map, cb * (SWB / 2), row, head, batch, bar);
+}
+
 // ---------------------------------------------------------------- registers
 template <int N>
 __device__ __forceinline__ void tilec_setmaxnreg_inc() {
