@@ -219,17 +219,24 @@ function emitCommand(file: string, opts: EmitOptions): number {
       failed = true;
       continue;
     }
-    const cu = `${k.name}.cu`;
-    write(cu, src.source);
-    const files: Record<string, string> = { source: cu };
-    if (findNvcc()) {
-      for (const ext of ["ptx", "cubin"] as const) {
-        nvccCompile(join(opts.out, cu), join(opts.out, `${k.name}.${ext}`), src.compileArch);
-        files[ext] = `${k.name}.${ext}`;
-        written.push(join(opts.out, files[ext]!));
-      }
-    }
-    const manifest: Record<string, unknown> = cudaManifest(ir, src, files);
+    // A module's .cu, and its .ptx and .cubin where nvcc is installed: the files its manifest names.
+    const module = (stem: string, source: string, compileArch: string) => {
+      const cu = `${stem}.cu`;
+      write(cu, source);
+      const files: Record<string, string> = { source: cu };
+      if (findNvcc())
+        for (const ext of ["ptx", "cubin"] as const) {
+          nvccCompile(join(opts.out, cu), join(opts.out, `${stem}.${ext}`), compileArch);
+          files[ext] = `${stem}.${ext}`;
+          written.push(join(opts.out, files[ext]!));
+        }
+      return files;
+    };
+    const manifest: Record<string, unknown> = cudaManifest(
+      ir,
+      src,
+      module(k.name, src.source, src.compileArch),
+    );
     if (opts.backward) {
       // The backward module beside the forward: its own .cu (+ .ptx/.cubin), launches and plan summary.
       const problems = backwardProblems(ir);
@@ -240,17 +247,8 @@ function emitCommand(file: string, opts: EmitOptions): number {
         try {
           const bir = lowerBackward(ir, opts.arch);
           const bsrc = emitCudaBackward(bir, opts.arch);
-          const bcu = `${k.name}.bwd.cu`;
-          write(bcu, bsrc.source);
-          const bfiles: Record<string, string> = { source: bcu };
-          if (findNvcc())
-            for (const ext of ["ptx", "cubin"] as const) {
-              nvccCompile(join(opts.out, bcu), join(opts.out, `${k.name}.bwd.${ext}`), bsrc.compileArch);
-              bfiles[ext] = `${k.name}.bwd.${ext}`;
-              written.push(join(opts.out, bfiles[ext]!));
-            }
           manifest.backward = {
-            files: bfiles,
+            files: module(`${k.name}.bwd`, bsrc.source, bsrc.compileArch),
             compileArch: bsrc.compileArch,
             template: bsrc.template,
             operations: bsrc.operations,

@@ -21,7 +21,7 @@ import {
   emitCudaBackward,
 } from "../backends/cuda/emitBackward.ts";
 import type { Operation } from "../backends/cuda/launch.ts";
-import { findNvcc, NVCC_FLAGS, nvccVersion } from "../backends/cuda/nvcc.ts";
+import { archFlags, findNvcc, NVCC_FLAGS, nvccVersion } from "../backends/cuda/nvcc.ts";
 import type { CudaArch } from "../backends/cuda/target.ts";
 import {
   emitWgsl,
@@ -95,16 +95,6 @@ interface NvccJob {
   readonly cu: string;
   readonly stem: string;
   readonly compileArch: string;
-}
-
-/**
- * nvcc's architecture flags: -arch=sm_XX, or the -gencode form for architecture-specific targets
- * (sm_90a), whose -arch shorthand also runs a plain sm_90 pass that rejects wgmma (as nvcc.ts).
- */
-function archFlags(arch: string, kind: "ptx" | "cubin"): string[] {
-  const m = /^sm_(\d+a)$/.exec(arch);
-  if (!m) return [`-arch=${arch}`];
-  return [`-gencode=arch=compute_${m[1]},code=${kind === "ptx" ? "compute" : "sm"}_${m[1]}`];
 }
 
 /** A spec's model section as the manifest ships it: the kernel of every layer, step overrides. */
@@ -369,7 +359,7 @@ export async function buildPackage(
         try {
           await promisify(execFile)(
             nvcc!,
-            [...NVCC_FLAGS, ...archFlags(j.compileArch, ext), `-${ext}`, j.cu, "-o", out],
+            [...NVCC_FLAGS, ...archFlags(j.compileArch, `-${ext}`), `-${ext}`, j.cu, "-o", out],
             { cwd: outDir, maxBuffer: 16 << 20 },
           );
         } catch (e) {

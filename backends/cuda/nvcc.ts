@@ -52,7 +52,7 @@ export function nvccCompile(cuFile: string, out: string, arch: string): PtxasRep
  * -arch=sm_XX, except for architecture-specific targets (sm_90a): nvcc 13.0's -arch=sm_90a shorthand
  * also runs a plain sm_90 pass that rejects wgmma, the -gencode form does not.
  */
-function archFlags(arch: string, kind: "-ptx" | "-cubin"): string[] {
+export function archFlags(arch: string, kind: "-ptx" | "-cubin"): string[] {
   const m = /^sm_(\d+a)$/.exec(arch);
   if (!m) return [`-arch=${arch}`];
   return [`-gencode=arch=compute_${m[1]},code=${kind === "-ptx" ? "compute" : "sm"}_${m[1]}`];

@@ -133,4 +133,27 @@ describe("tilec emit targets", () => {
     expect(templates.sm_90).toMatch(/wgmma/);
     expect(templates.sm_80).not.toMatch(/wgmma/);
   });
+
+  it("--backward writes the backward module and its operations; a kernel without one says why", () => {
+    const dir = mkdtempSync(join(tmpdir(), "tilec-"));
+    const args = ["emit", "examples/causal/causal_frames.tile", "--backward", "-k", "causal", "-o", dir];
+    expect(run(args).code).toBe(0);
+    expect(readFileSync(join(dir, "causal.bwd.cu"), "utf8")).toContain("its backward");
+    const m = JSON.parse(readFileSync(join(dir, "causal.manifest.json"), "utf8"));
+    expect(m.backward.files.source).toBe("causal.bwd.cu");
+    expect(m.backward.operations.backward.launches.map((l: { entry: string }) => l.entry)).toEqual([
+      `${m.entry}_bwd_pre`,
+      `${m.entry}_bwd_dkdv`,
+      `${m.entry}_bwd_post`,
+    ]);
+    expect(m.backward.plan.sections.fullT_offsets.length).toBeGreaterThan(1);
+    const spec = join(dir, "f32.tile");
+    writeFileSync(
+      spec,
+      "layout L { video 2 x 8 x 8 heads 2 head_dim 64 dtype fp32 }\nkernel k { layout L mask full block 64 x 64 }\n",
+    );
+    const r = run(["emit", spec, "--backward", "-o", dir]);
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/kernel 'k' has no backward: the backward runs in bf16 or fp16, not fp32/);
+  });
 });
