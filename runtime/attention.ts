@@ -9,16 +9,14 @@ import {
   emitCudaBackward,
   type CudaBackwardSource,
 } from "../backends/cuda/emitBackward.ts";
-import type { LaunchDescription, Operation } from "../backends/cuda/launch.ts";
-import type { TensorRole } from "../backends/cuda/params.ts";
 import { CUDA_ARCHS, type CudaArch } from "../backends/cuda/target.ts";
 import type { CheckedSpec } from "../compiler/check.ts";
 import type { KernelConfig, KernelIR } from "../compiler/lower.ts";
 import { lowerBackward, type BackwardConfig, type BackwardIR } from "../compiler/lowerBackward.ts";
 import { kernelIR } from "../compiler/pipeline.ts";
 import { tunedCudaCompile } from "../tune/apply.ts";
-import { CudaDevice, DeviceBuffer, type CudaKernel, type CudaModule, type Stream } from "./cuda/device.ts";
-import { contiguousStrides, packLaunch, type BoundTensor, type EncodeTensorMap } from "./cuda/launch.ts";
+import { CudaDevice, DeviceBuffer, type CudaModule, type Stream } from "./cuda/device.ts";
+import { KernelOperations, type LoadedModule } from "./cuda/operations.ts";
 import { compileNvrtcCachedAsync } from "./cuda/nvrtcCache.ts";
 
 export interface CompileOptions {
@@ -89,124 +87,41 @@ function uploadPlan(device: CudaDevice, sections: { name: string; data: Int32Arr
 
 export class CudaAttention {
   private readonly plan: { buffers: DeviceBuffer<"i32">[]; ptrs: Record<string, bigint> };
-  private readonly kernels = new Map<string, CudaKernel>();
   private readonly bwdPlan?: { buffers: DeviceBuffer<"i32">[]; ptrs: Record<string, bigint> };
-  /** Backward workspace (fp32), kept between calls while batch and heads stay the same. */
-  private workspace?: { key: string; buffers: Map<TensorRole, DeviceBuffer<"fp32">> };
-  /** TMA descriptors already encoded, by address and arguments (a driver call each otherwise). */
-  private readonly maps = new Map<string, Uint8Array>();
+  /** Validation, workspace and launches of every operation (shared with the packaged loader). */
+  private readonly ops: KernelOperations;
 
   constructor(
     readonly ir: KernelIR,
     readonly compiled: CudaKernelSource,
     private readonly module: CudaModule,
-    private readonly device: CudaDevice,
+    device: CudaDevice,
     readonly backwardCompiled?: CompiledBackward,
   ) {
     this.plan = uploadPlan(device, planSections(ir));
     if (backwardCompiled) this.bwdPlan = uploadPlan(device, backwardPlanSections(backwardCompiled.ir));
+    const modules: Record<string, LoadedModule> = {
+      forward: { module, plan: this.plan.ptrs },
+      ...(backwardCompiled && this.bwdPlan
+        ? { backward: { module: backwardCompiled.module, plan: this.bwdPlan.ptrs } }
+        : {}),
+    };
+    this.ops = new KernelOperations(ir, device, (name) => {
+      const m = modules[name];
+      if (!m) throw new Error(`kernel '${ir.name}' has no ${name} module`);
+      return m;
+    });
   }
 
-  /** Checks a [batch, seq, heads, dim] tensor of the call against the kernel; throws naming it. */
-  private check(b: DeviceBuffer, heads: number, name: string): void {
-    const { batch, seqLen, headDim, dtype } = this.ir;
-    const n = batch * seqLen * heads * headDim;
-    if (!(b instanceof DeviceBuffer)) throw new TypeError(`${name} must be a DeviceBuffer`);
-    if (b.dtype !== dtype)
-      throw new TypeError(`${name} is ${b.dtype}, but kernel '${this.ir.name}' takes ${dtype}`);
-    if (b.length < n)
-      throw new RangeError(
-        `${name} holds ${b.length} elements, needs ${n} ([${batch}, ${seqLen}, ${heads}, ${headDim}] or its bhsd order)`,
-      );
-    if (b.ptr % 16n !== 0n) throw new RangeError(`${name} is not 16-byte aligned`);
-  }
-
-  /** Outputs must not share memory with each other or with the inputs. */
-  private static checkDisjoint(outputs: [string, DeviceBuffer][], all: [string, DeviceBuffer][]): void {
-    for (const [on, o] of outputs)
-      for (const [an, a] of all) {
-        if (on === an) continue;
-        const overlap = o.ptr < a.ptr + BigInt(a.bytes) && a.ptr < o.ptr + BigInt(o.bytes);
-        if (overlap) throw new RangeError(`${on} overlaps ${an}: outputs need memory of their own`);
-      }
-  }
-
-  private bound(b: DeviceBuffer, heads: number, layout: TensorLayout): BoundTensor {
-    return { ptr: b.ptr, heads, strides: contiguousStrides(this.ir.seqLen, heads, this.ir.headDim, layout) };
-  }
-
-  private encode: EncodeTensorMap = (address, args) => {
-    const key = `${address}:${JSON.stringify(args)}`;
-    let bytes = this.maps.get(key);
-    if (!bytes) {
-      if (this.maps.size > 256) this.maps.clear();
-      bytes = this.device.encodeTensorMap(address, args);
-      this.maps.set(key, bytes);
-    }
-    return bytes;
-  };
-
-  private launch(
-    module: CudaModule,
-    d: LaunchDescription,
-    tensors: Partial<Record<TensorRole, BoundTensor>>,
-    plan: Record<string, bigint>,
-    stream: Stream | null,
-  ): void {
-    const { batch, heads, kvHeads, seqLen, headDim } = this.ir;
-    const packed = packLaunch(d, { tensors, plan, batch, heads, kvHeads, seqLen, headDim }, this.encode);
-    let k = this.kernels.get(d.entry);
-    if (!k) {
-      k = module.getKernel(d.entry);
-      this.kernels.set(d.entry, k);
-    }
-    k.launch(
-      { grid: packed.grid, block: packed.block, sharedBytes: packed.sharedBytes, stream },
-      packed.args,
-    );
+  /** The kernel's own batch and heads, and the call's layout and stream. */
+  private call(options: { layout?: TensorLayout; stream?: Stream | null }) {
+    const { batch, heads, kvHeads } = this.ir;
+    return { batch, heads, kvHeads, layout: options.layout, stream: options.stream };
   }
 
   run(q: DeviceBuffer, k: DeviceBuffer, v: DeviceBuffer, out: DeviceBuffer, options: RunOptions = {}): void {
-    const { batch, seqLen, heads, kvHeads } = this.ir;
-    this.check(q, heads, "q");
-    this.check(k, kvHeads, "k");
-    this.check(v, kvHeads, "v");
-    this.check(out, heads, "out");
-    const lse = options.lse;
-    if (lse && (lse.dtype !== "fp32" || lse.length < batch * heads * seqLen))
-      throw new RangeError(
-        `lse must be fp32 [${batch}, ${heads}, ${seqLen}] (${batch * heads * seqLen} floats)`,
-      );
-    const named: [string, DeviceBuffer][] = [
-      ["q", q],
-      ["k", k],
-      ["v", v],
-      ["out", out],
-    ];
-    CudaAttention.checkDisjoint(
-      lse
-        ? [
-            ["out", out],
-            ["lse", lse],
-          ]
-        : [["out", out]],
-      lse ? [...named, ["lse", lse]] : named,
-    );
-    const layout = options.layout ?? "bshd";
-    const tensors: Partial<Record<TensorRole, BoundTensor>> = {
-      q: this.bound(q, heads, layout),
-      k: this.bound(k, kvHeads, layout),
-      v: this.bound(v, kvHeads, layout),
-      o: this.bound(out, heads, layout),
-      ...(lse ? { lse: { ptr: lse.ptr } } : {}),
-    };
-    this.launch(
-      this.module,
-      this.compiled.launchDescription,
-      tensors,
-      this.plan.ptrs,
-      options.stream ?? null,
-    );
+    const op = { launches: [this.compiled.launchDescription], workspace: [] };
+    this.ops.forward(op, q, k, v, out, options.lse, this.call(options));
   }
 
   /**
@@ -227,81 +142,20 @@ export class CudaAttention {
     options: BackwardOptions = {},
   ): void {
     const bwd = this.backwardCompiled;
-    if (!bwd || !this.bwdPlan)
+    if (!bwd)
       throw new Error(
         `kernel '${this.ir.name}' was compiled without its backward: compile(..., { backward: true })`,
       );
-    const { batch, seqLen, heads, kvHeads } = this.ir;
-    const named: [string, DeviceBuffer, number][] = [
-      ["q", q, heads],
-      ["k", k, kvHeads],
-      ["v", v, kvHeads],
-      ["out", out, heads],
-      ["dOut", dOut, heads],
-      ["dq", dq, heads],
-      ["dk", dk, kvHeads],
-      ["dv", dv, kvHeads],
-    ];
-    for (const [name, b, h] of named) this.check(b, h, name);
-    if (!(lse instanceof DeviceBuffer) || lse.dtype !== "fp32" || lse.length < batch * heads * seqLen)
-      throw new RangeError(
-        `lse must be the forward's fp32 [${batch}, ${heads}, ${seqLen}] log-sum-exp (${batch * heads * seqLen} floats)`,
-      );
-    const all: [string, DeviceBuffer][] = [
-      ...named.map(([n, b]) => [n, b] as [string, DeviceBuffer]),
-      ["lse", lse],
-    ];
-    CudaAttention.checkDisjoint(
-      [
-        ["dq", dq],
-        ["dk", dk],
-        ["dv", dv],
-      ],
-      all,
-    );
-    const layout = options.layout ?? "bshd";
-    const op: Operation = options.deterministic
-      ? bwd.source.operations.backwardDeterministic
-      : bwd.source.operations.backward;
-    const tensors: Partial<Record<TensorRole, BoundTensor>> = {
-      q: this.bound(q, heads, layout),
-      k: this.bound(k, kvHeads, layout),
-      v: this.bound(v, kvHeads, layout),
-      o: this.bound(out, heads, layout),
-      do: this.bound(dOut, heads, layout),
-      dq: this.bound(dq, heads, layout),
-      dk: this.bound(dk, kvHeads, layout),
-      dv: this.bound(dv, kvHeads, layout),
-      lse: { ptr: lse.ptr },
-    };
-    for (const w of op.workspace)
-      tensors[w.tensor] = { ptr: this.workspaceBuffer(w.tensor, w.elementsPerHead).ptr };
-    for (const d of op.launches)
-      this.launch(bwd.module, d, tensors, this.bwdPlan.ptrs, options.stream ?? null);
-  }
-
-  private workspaceBuffer(tensor: TensorRole, elementsPerHead: number): DeviceBuffer<"fp32"> {
-    const key = `${this.ir.batch}x${this.ir.heads}`;
-    if (this.workspace?.key !== key) {
-      for (const b of this.workspace?.buffers.values() ?? []) b.free();
-      this.workspace = { key, buffers: new Map() };
-    }
-    let b = this.workspace.buffers.get(tensor);
-    const n = this.ir.batch * this.ir.heads * elementsPerHead;
-    if (!b || b.length < n) {
-      b?.free();
-      b = this.device.allocElements("fp32", n);
-      this.workspace.buffers.set(tensor, b);
-    }
-    return b;
+    const ops = bwd.source.operations;
+    const op = options.deterministic ? ops.backwardDeterministic : ops.backward;
+    this.ops.backward(op, q, k, v, out, lse, dOut, dq, dk, dv, this.call(options));
   }
 
   /** Releases the plan buffers, workspace and modules; idempotent. */
   free(): void {
     for (const b of this.plan.buffers) b.free();
     for (const b of this.bwdPlan?.buffers ?? []) b.free();
-    for (const b of this.workspace?.buffers.values() ?? []) b.free();
-    this.workspace = undefined;
+    this.ops.free();
     this.module.unload();
     this.backwardCompiled?.module.unload();
   }

@@ -12,6 +12,15 @@ export interface CudaRuntime {
   readonly CudaDevice: { open(ordinal?: number): RuntimeDevice };
   /** runtime/cuda/launch.ts: a launch's struct bytes, TMA descriptors and grid from its description. */
   packLaunch(description: LaunchDescription, bindings: LaunchBindings, encode: EncodeTensorMap): PackedLaunch;
+  /**
+   * runtime/cuda/operations.ts: checks a call's tensors and runs an operation's launches (workspace,
+   * packLaunch, launch); the runtime's own CudaAttention runs through it too.
+   */
+  readonly KernelOperations: new (
+    kernel: { name: string; seqLen: number; headDim: number; dtype: string },
+    device: RuntimeDevice,
+    module: (name: string) => { module: RuntimeModule; plan: Record<string, bigint> },
+  ) => RuntimeOperations;
   compileNvrtc?(
     source: string,
     opts: { arch?: string; name?: string; extraOptions?: readonly string[] },
@@ -38,6 +47,39 @@ export interface RuntimeBuffer {
   readonly dtype: string;
   readonly length: number;
   free(): void;
+}
+/** The runtime's KernelOperations as this loader uses it. */
+export interface RuntimeOperations {
+  forward(
+    op: Operation,
+    q: RuntimeBuffer,
+    k: RuntimeBuffer,
+    v: RuntimeBuffer,
+    out: RuntimeBuffer,
+    lse: RuntimeBuffer | undefined,
+    call: RuntimeCall,
+  ): void;
+  backward(
+    op: Operation,
+    q: RuntimeBuffer,
+    k: RuntimeBuffer,
+    v: RuntimeBuffer,
+    out: RuntimeBuffer,
+    lse: RuntimeBuffer,
+    dOut: RuntimeBuffer,
+    dq: RuntimeBuffer,
+    dk: RuntimeBuffer,
+    dv: RuntimeBuffer,
+    call: RuntimeCall,
+  ): void;
+  free(): void;
+}
+interface RuntimeCall {
+  readonly batch: number;
+  readonly heads: number;
+  readonly kvHeads: number;
+  readonly layout?: Layout;
+  readonly stream?: unknown;
 }
 interface RuntimeModule {
   getKernel(name: string): {
@@ -191,20 +233,6 @@ export interface CudaBackwardOptions extends CallShape {
   readonly deterministic?: boolean;
 }
 
-/** Element strides (batch, seq, head) of a contiguous tensor in `layout`. */
-export function strides(
-  seqLen: number,
-  heads: number,
-  headDim: number,
-  layout: Layout,
-): [number, number, number] {
-  return layout === "bshd"
-    ? [seqLen * heads * headDim, heads * headDim, headDim]
-    : [heads * seqLen * headDim, headDim, seqLen * headDim];
-}
-
-const ELEMENT_BYTES: Record<string, number> = { bf16: 2, fp16: 2, fp32: 4, i32: 4 };
-
 /** The kernel of `layer` (at `step` of the model section's steps) under a packaged model section. */
 export function kernelFor(model: ModelManifest, layer: number, step?: number): string {
   if (step !== undefined)
@@ -224,8 +252,8 @@ interface LoadedModule {
 export class PackagedCudaKernel {
   private readonly device: RuntimeDevice;
   private readonly modules = new Map<string, LoadedModule>();
-  /** Backward workspace (fp32), kept between calls and grown when a call needs more. */
-  private readonly workspace = new Map<TensorRole, RuntimeBuffer>();
+  /** The runtime's validation, workspace and launches of the kernel's operations. */
+  private readonly ops: RuntimeOperations;
 
   constructor(
     private readonly runtime: CudaRuntime,
@@ -237,6 +265,11 @@ export class PackagedCudaKernel {
   ) {
     this.device = runtime.CudaDevice.open(ordinal);
     this.module("forward");
+    const { seqLen, headDim, dtype } = shape;
+    this.ops = new runtime.KernelOperations({ name, seqLen, headDim, dtype }, this.device, (m) => {
+      const loaded = this.module(m);
+      return { module: loaded.module, plan: loaded.plan.ptrs };
+    });
   }
 
   /** Whether the package has this kernel's backward; `backwardWhy` says why not. */
@@ -278,70 +311,9 @@ export class PackagedCudaKernel {
     const s = this.shape;
     const batch = o.batch ?? s.batch;
     const heads = o.heads ?? s.heads;
+    // The runtime checks them (positive integers, kv heads dividing heads).
     const kvHeads = o.kvHeads ?? (o.heads ? heads / (s.heads / s.kvHeads) : s.kvHeads);
-    for (const [what, n] of Object.entries({ batch, heads, kvHeads }))
-      if (!Number.isInteger(n) || n < 1) throw new RangeError(`${what} must be a positive integer, got ${n}`);
-    if (heads % kvHeads !== 0) throw new RangeError(`kv heads ${kvHeads} must divide heads ${heads}`);
     return { batch, heads, kvHeads };
-  }
-
-  /** A [batch, seq, heads, dim] tensor of the call, checked; throws naming it and the shape it needs. */
-  private need(b: RuntimeBuffer, batch: number, h: number, what: string, layout: Layout): BoundTensor {
-    const s = this.shape;
-    if (b.dtype !== s.dtype)
-      throw new TypeError(`${what} is ${b.dtype}, kernel '${this.name}' takes ${s.dtype}`);
-    const n = batch * s.seqLen * h * s.headDim;
-    if (b.length < n) {
-      const dims = layout === "bshd" ? [batch, s.seqLen, h, s.headDim] : [batch, h, s.seqLen, s.headDim];
-      throw new RangeError(
-        `${what} holds ${b.length} elements, needs ${n} ([${dims.join(", ")}], ${layout})`,
-      );
-    }
-    if (b.ptr % 16n !== 0n) throw new RangeError(`${what} is not 16-byte aligned`);
-    return { ptr: b.ptr, heads: h, strides: strides(s.seqLen, h, s.headDim, layout) };
-  }
-
-  private needLse(lse: RuntimeBuffer | undefined, batch: number, heads: number, what: string): void {
-    const n = batch * heads * this.shape.seqLen;
-    if (lse && (lse.dtype !== "fp32" || lse.length < n))
-      throw new RangeError(
-        `lse must be ${what}fp32 [${batch}, ${heads}, ${this.shape.seqLen}] (${n} floats), got ${lse.dtype} × ${lse.length}`,
-      );
-  }
-
-  /** Outputs must not share memory with each other or with the inputs. */
-  private static disjoint(outputs: [string, RuntimeBuffer][], all: [string, RuntimeBuffer][]): void {
-    const end = (b: RuntimeBuffer) => b.ptr + BigInt(b.length * (ELEMENT_BYTES[b.dtype] ?? 1));
-    for (const [on, o] of outputs)
-      for (const [an, a] of all)
-        if (on !== an && o.ptr < end(a) && a.ptr < end(o))
-          throw new RangeError(`${on} overlaps ${an}: outputs need memory of their own`);
-  }
-
-  private launch(
-    op: Operation,
-    tensors: Partial<Record<TensorRole, BoundTensor>>,
-    shape: { batch: number; heads: number; kvHeads: number },
-    stream: unknown,
-  ): void {
-    for (const w of op.workspace)
-      tensors[w.tensor] = {
-        ptr: this.workspaceBuffer(w.tensor, shape.batch * shape.heads * w.elementsPerHead).ptr,
-      };
-    for (const d of op.launches) {
-      const m = this.module(d.module);
-      const packed = this.runtime.packLaunch(
-        d,
-        { tensors, plan: m.plan.ptrs, ...shape, seqLen: this.shape.seqLen, headDim: this.shape.headDim },
-        (address, args) => this.device.encodeTensorMap(address, args),
-      );
-      m.module
-        .getKernel(d.entry)
-        .launch(
-          { grid: packed.grid, block: packed.block, sharedBytes: packed.sharedBytes, stream: stream ?? null },
-          packed.args,
-        );
-    }
   }
 
   run(
@@ -351,33 +323,8 @@ export class PackagedCudaKernel {
     out: RuntimeBuffer,
     options: CudaRunOptions = {},
   ): void {
-    const shape = this.callShape(options);
-    const { batch, heads, kvHeads } = shape;
-    const layout = options.layout ?? "bshd";
-    const tensors: Partial<Record<TensorRole, BoundTensor>> = {
-      q: this.need(q, batch, heads, "q", layout),
-      k: this.need(k, batch, kvHeads, "k", layout),
-      v: this.need(v, batch, kvHeads, "v", layout),
-      o: this.need(out, batch, heads, "out", layout),
-    };
-    const lse = options.lse;
-    this.needLse(lse, batch, heads, "");
-    const inputs: [string, RuntimeBuffer][] = [
-      ["q", q],
-      ["k", k],
-      ["v", v],
-    ];
-    PackagedCudaKernel.disjoint(
-      lse
-        ? [
-            ["out", out],
-            ["lse", lse],
-          ]
-        : [["out", out]],
-      [...inputs, ["out", out], ...(lse ? [["lse", lse] as [string, RuntimeBuffer]] : [])],
-    );
-    if (lse) tensors.lse = { ptr: lse.ptr };
-    this.launch(this.cuda.operations.forward, tensors, shape, options.stream);
+    const call = { ...this.callShape(options), layout: options.layout, stream: options.stream };
+    this.ops.forward(this.cuda.operations.forward, q, k, v, out, options.lse, call);
   }
 
   /**
@@ -404,48 +351,8 @@ export class PackagedCudaKernel {
       throw new Error(
         `kernel '${this.name}' has no backward in this package: ${this.cuda.backwardWhy ?? "rebuild it with tilec build"}`,
       );
-    const shape = this.callShape(options);
-    const { batch, heads, kvHeads } = shape;
-    const layout = options.layout ?? "bshd";
-    const named: [TensorRole, string, RuntimeBuffer, number][] = [
-      ["q", "q", q, heads],
-      ["k", "k", k, kvHeads],
-      ["v", "v", v, kvHeads],
-      ["o", "out", out, heads],
-      ["do", "dOut", dOut, heads],
-      ["dq", "dq", dq, heads],
-      ["dk", "dk", dk, kvHeads],
-      ["dv", "dv", dv, kvHeads],
-    ];
-    const tensors: Partial<Record<TensorRole, BoundTensor>> = {};
-    for (const [role, what, b, h] of named) tensors[role] = this.need(b, batch, h, what, layout);
-    if (!lse)
-      throw new RangeError(`lse is required: the forward's fp32 [${batch}, ${heads}, ${this.shape.seqLen}]`);
-    this.needLse(lse, batch, heads, "the forward's ");
-    tensors.lse = { ptr: lse.ptr };
-    const all: [string, RuntimeBuffer][] = [
-      ...named.map(([, n, b]) => [n, b] as [string, RuntimeBuffer]),
-      ["lse", lse],
-    ];
-    PackagedCudaKernel.disjoint(
-      [
-        ["dq", dq],
-        ["dk", dk],
-        ["dv", dv],
-      ],
-      all,
-    );
-    this.launch(op, tensors, shape, options.stream);
-  }
-
-  private workspaceBuffer(tensor: TensorRole, length: number): RuntimeBuffer {
-    let b = this.workspace.get(tensor);
-    if (!b || b.length < length) {
-      b?.free();
-      b = this.device.allocElements("fp32", length);
-      this.workspace.set(tensor, b);
-    }
-    return b;
+    const call = { ...this.callShape(options), layout: options.layout, stream: options.stream };
+    this.ops.backward(op, q, k, v, out, lse, dOut, dq, dk, dv, call);
   }
 
   /** Releases plans, workspace and modules. */
@@ -455,8 +362,7 @@ export class PackagedCudaKernel {
       m.module.unload();
     }
     this.modules.clear();
-    for (const b of this.workspace.values()) b.free();
-    this.workspace.clear();
+    this.ops.free();
   }
 }
 

@@ -85,3 +85,12 @@ export {
   type PackedLaunch,
   type EncodeTensorMap,
 } from "./launch.ts";
+export {
+  KernelOperations,
+  type CallShape,
+  type KernelFacts,
+  type LoadedModule,
+  type OperationBuffer,
+  type OperationDevice,
+  type OperationModule,
+} from "./operations.ts";

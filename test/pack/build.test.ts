@@ -30,6 +30,7 @@ import {
 import { available } from "../../runtime/cuda/index.ts";
 import * as runtimeModule from "../../runtime/cuda/index.ts";
 import { contiguousStrides, packLaunch, type BoundTensor } from "../../runtime/cuda/launch.ts";
+import { KernelOperations } from "../../runtime/cuda/operations.ts";
 
 // tilec's runtime module is what a package's index.ts hands its loader.
 const realRuntime: CudaRuntime = runtimeModule;
@@ -104,7 +105,7 @@ interface Launched {
   args: readonly { bytes: Uint8Array; align: number }[];
 }
 
-/** A runtime that records uploads, allocations and launches; packLaunch is the real one. */
+/** A runtime that records uploads, allocations and launches; packLaunch and KernelOperations are the real ones. */
 function fakeRuntime() {
   const log = {
     uploads: [] as { ptr: bigint; data: Int32Array }[],
@@ -114,6 +115,7 @@ function fakeRuntime() {
   let next = 0x100000n;
   const runtime: CudaRuntime = {
     packLaunch,
+    KernelOperations,
     CudaDevice: {
       open: () => ({
         arch: "sm_90",
